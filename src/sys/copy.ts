@@ -1,0 +1,102 @@
+import { read, write, ftruncate } from 'node:fs'
+import { promisify } from 'node:util'
+import { check, koffi, libc, sysError } from './libc.js'
+
+export type CopyMethod = 'reflink' | 'copy_file_range' | 'buffered'
+
+const FICLONE = 0x40049409
+const SEEK_SET = 0
+const SEEK_DATA = 3
+const SEEK_HOLE = 4
+/** Large enough to keep syscall overhead negligible, small enough to spread across the pool. */
+const CHUNK = 16 * 1024 * 1024
+const BUFFERED_CHUNK = 1024 * 1024
+
+const ioctl = libc.func('int ioctl(int fd, unsigned long request, int arg)')
+const lseek = libc.func('int64_t lseek(int fd, int64_t offset, int whence)')
+const copyFileRange = libc.func('long copy_file_range(int fd_in, void *off_in, int fd_out, void *off_out, size_t len, unsigned int flags)')
+
+const readAsync = promisify(read)
+const writeAsync = promisify(write)
+const ftruncateAsync = promisify(ftruncate)
+
+const { ENXIO, EINVAL, EXDEV, ENOSYS, EOPNOTSUPP } = koffi.os.errno
+const FALLBACK_ERRNOS = new Set([EXDEV, EINVAL, ENOSYS, EOPNOTSUPP])
+
+/** A copy_file_range off the JS thread; file positions advance as with read/write. */
+function copyChunk (srcFd: number, dstFd: number, len: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    copyFileRange.async(srcFd, null, dstFd, null, len, 0, (err: unknown, n: number) => {
+      if (err !== null && err !== undefined) reject(err)
+      else if (n < 0) reject(sysError('copy_file_range', koffi.errno()))
+      else resolve(n)
+    })
+  })
+}
+
+/** Data extents of the source as [start, end) pairs, holes skipped. */
+function* extents (fd: number, size: number): Generator<[number, number]> {
+  let pos = 0
+  while (pos < size) {
+    const start = Number(lseek(fd, pos, SEEK_DATA))
+    if (start < 0) {
+      const errno = koffi.errno()
+      if (errno === ENXIO) return
+      // Filesystems without SEEK_DATA: the whole rest is data.
+      if (errno === EINVAL) { yield [pos, size]; return }
+      throw sysError('lseek', errno)
+    }
+    const end = Math.min(Number(check(Number(lseek(fd, start, SEEK_HOLE)), 'lseek')), size)
+    if (end > start) yield [start, end]
+    pos = end
+  }
+}
+
+async function bufferedRange (srcFd: number, dstFd: number, start: number, end: number): Promise<void> {
+  const buf = Buffer.allocUnsafe(Math.min(BUFFERED_CHUNK, end - start))
+  let pos = start
+  while (pos < end) {
+    const n = (await readAsync(srcFd, buf, 0, Math.min(buf.length, end - pos), pos)).bytesRead
+    if (n === 0) return
+    let done = 0
+    while (done < n) done += (await writeAsync(dstFd, buf, done, n - done, pos + done)).bytesWritten
+    pos += n
+  }
+}
+
+/** Returns false when the kernel cannot copy between these files and the caller should buffer. */
+async function kernelRange (srcFd: number, dstFd: number, start: number, end: number): Promise<boolean> {
+  check(Number(lseek(srcFd, start, SEEK_SET)), 'lseek')
+  check(Number(lseek(dstFd, start, SEEK_SET)), 'lseek')
+  let pos = start
+  while (pos < end) {
+    let n: number
+    try {
+      n = await copyChunk(srcFd, dstFd, Math.min(CHUNK, end - pos))
+    } catch (err) {
+      const errno = (err as { errno?: number }).errno
+      if (pos === start && errno !== undefined && FALLBACK_ERRNOS.has(errno)) return false
+      throw err
+    }
+    if (n === 0) break
+    pos += n
+  }
+  return true
+}
+
+/**
+ * Copies a regular file's data from srcFd into the empty file dstFd, keeping holes: a reflink
+ * when the filesystem shares extents, else each data extent through copy_file_range, else
+ * buffered reads and writes. The size is set last so a trailing hole survives.
+ */
+export async function copyData (srcFd: number, dstFd: number, size: number): Promise<CopyMethod> {
+  if (ioctl(dstFd, FICLONE, srcFd) === 0) return 'reflink'
+  let method: CopyMethod = 'copy_file_range'
+  for (const [start, end] of extents(srcFd, size)) {
+    if (method === 'copy_file_range' && await kernelRange(srcFd, dstFd, start, end)) continue
+    method = 'buffered'
+    await bufferedRange(srcFd, dstFd, start, end)
+  }
+  await ftruncateAsync(dstFd, size)
+  return method
+}

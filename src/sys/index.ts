@@ -1,0 +1,10 @@
+export { errnoName, type SysError } from './libc.js'
+export { lstat, fstat, type Stat } from './stat.js'
+export { mknod, makedev, major, minor } from './mknod.js'
+export {
+  lgetxattr, fgetxattr, lsetxattr, fsetxattr, llistxattr, flistxattr, lremovexattr, fremovexattr,
+  XATTR_CREATE, XATTR_REPLACE
+} from './xattr.js'
+export { lutimens, futimens, UTIME_NOW, UTIME_OMIT } from './utimens.js'
+export { renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT } from './rename.js'
+export { copyData, type CopyMethod } from './copy.js'

@@ -1,0 +1,64 @@
+import type { Timespec } from '../layers/entry.js'
+import { check, libc } from './libc.js'
+
+export interface Stat {
+  dev: number
+  ino: number
+  mode: number
+  nlink: number
+  uid: number
+  gid: number
+  rdev: number
+  size: number
+  blksize: number
+  blocks: number
+  atime: Timespec
+  mtime: Timespec
+  ctime: Timespec
+}
+
+// struct stat as glibc lays it out on x86_64 (144 bytes). Node's fs.lstat rounds times through a
+// double in milliseconds (bigint mode is several times slower), hence this binding.
+const STAT_SIZE = 144
+const buf = Buffer.alloc(STAT_SIZE)
+const view = new DataView(buf.buffer, buf.byteOffset, STAT_SIZE)
+
+const lstatFn = libc.func('int lstat(const char *path, void *buf)')
+const fstatFn = libc.func('int fstat(int fd, void *buf)')
+
+function u64 (off: number): number {
+  return view.getUint32(off, true) + view.getUint32(off + 4, true) * 0x1_0000_0000
+}
+
+function i64 (off: number): number {
+  return view.getUint32(off, true) + view.getInt32(off + 4, true) * 0x1_0000_0000
+}
+
+function decode (): Stat {
+  return {
+    dev: u64(0),
+    ino: u64(8),
+    nlink: u64(16),
+    mode: view.getUint32(24, true),
+    uid: view.getUint32(28, true),
+    gid: view.getUint32(32, true),
+    rdev: u64(40),
+    size: i64(48),
+    blksize: i64(56),
+    blocks: i64(64),
+    atime: [i64(72), i64(80)],
+    mtime: [i64(88), i64(96)],
+    ctime: [i64(104), i64(112)]
+  }
+}
+
+/** lstat(2) with nanosecond times. Shares one buffer: the result is decoded before returning. */
+export function lstat (path: string): Stat {
+  check(lstatFn(path, buf), 'lstat', path)
+  return decode()
+}
+
+export function fstat (fd: number): Stat {
+  check(fstatFn(fd, buf), 'fstat')
+  return decode()
+}
