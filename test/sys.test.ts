@@ -160,6 +160,23 @@ t.test('copyData keeps holes and content', async t => {
   t.same(readFileSync(dst), readFileSync(src), 'same bytes')
 })
 
+t.test('copyData falls back to buffered across filesystems', async t => {
+  const mnt = mkdtempSync(join(tmpdir(), 'stratafs-copy-'))
+  execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', mnt])
+  t.teardown(() => {
+    execFileSync('umount', ['-l', mnt])
+    rmdirSync(mnt)
+  })
+  const data = Buffer.alloc(3 * 1024 * 1024 + 17, 0x33)
+  writeFileSync(join(mnt, 'src'), data)
+  const dir = t.testdir()
+  const s = openSync(join(mnt, 'src'), 'r')
+  const d = openSync(join(dir, 'dst'), 'w+')
+  t.teardown(() => { closeSync(s); closeSync(d) })
+  t.equal(await copyData(s, d, data.length), 'buffered', 'tmpfs to ext4 is EXDEV for copy_file_range')
+  t.same(readFileSync(join(dir, 'dst')), data)
+})
+
 t.test('copyData of an empty file', async t => {
   const dir = t.testdir({ e: '' })
   const s = openSync(join(dir, 'e'), 'r')
