@@ -1,0 +1,130 @@
+import { spawn } from 'node:child_process'
+import type { Readable } from 'node:stream'
+import { closeSync, writeSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { StrataError } from '../errors.js'
+import { createLogger } from '../log.js'
+import { serveStandalone } from '../daemon/standalone-overlay.js'
+
+export const OVERLAY_USAGE = `usage: stratafs overlay [-f] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W] [SOURCE] MOUNTPOINT`
+
+/** fuse-overlayfs and mount(8) options that change nothing here. */
+const IGNORED = new Set([
+  'volatile', 'rw', 'ro', 'dev', 'nodev', 'suid', 'nosuid', 'exec', 'noexec', 'atime', 'noatime',
+  'relatime', 'strictatime', 'diratime', 'nodiratime', 'auto', 'noauto', 'user', 'nouser', 'defaults',
+  'async', 'sync', 'fsync', 'noacl', 'xattr_permissions', 'squash_to_root', 'squash_to_uid',
+  'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'metacopy', 'xino', 'uidmapping',
+  'gidmapping', 'timeout', 'threaded', 'plugins', 'context', 'fscontext', 'defcontext', 'rootcontext',
+  'allow_other', 'allow_root', 'default_permissions', 'userxattr', 'nfs_export', 'debug'
+])
+
+interface OverlayArgs {
+  foreground: boolean
+  lowerDirs: string[]
+  upperDir?: string
+  workDir?: string
+  mountpoint: string
+  ignored: string[]
+  readyFd?: number
+}
+
+export function parseOverlayArgs (argv: string[]): OverlayArgs {
+  let foreground = false
+  let readyFd: number | undefined
+  const options: string[] = []
+  const positional: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    if (arg === '-f') foreground = true
+    else if (arg === '-o') options.push(argv[++i] ?? '')
+    else if (arg.startsWith('-o')) options.push(arg.slice(2))
+    else if (arg === '--ready-fd') readyFd = Number(argv[++i])
+    else if (arg.startsWith('-')) throw new StrataError('BAD_REQUEST', `unknown flag ${arg}\n${OVERLAY_USAGE}`)
+    else positional.push(arg)
+  }
+  if (positional.length < 1 || positional.length > 2) throw new StrataError('BAD_REQUEST', OVERLAY_USAGE)
+  const values = new Map<string, string>()
+  const ignored: string[] = []
+  for (const item of options.flatMap(o => o.split(','))) {
+    if (item === '') continue
+    const eq = item.indexOf('=')
+    const key = eq < 0 ? item : item.slice(0, eq)
+    if (key === 'lowerdir' || key === 'upperdir' || key === 'workdir') values.set(key, item.slice(eq + 1))
+    else if (IGNORED.has(key)) ignored.push(item)
+    else throw new StrataError('BAD_REQUEST', `unknown option ${key}\n${OVERLAY_USAGE}`)
+  }
+  const lower = values.get('lowerdir')
+  if (lower === undefined || lower === '') throw new StrataError('BAD_REQUEST', `lowerdir= is required\n${OVERLAY_USAGE}`)
+  const upperDir = values.get('upperdir')
+  const workDir = values.get('workdir')
+  if ((upperDir === undefined) !== (workDir === undefined)) {
+    throw new StrataError('BAD_REQUEST', 'upperdir= and workdir= go together')
+  }
+  return {
+    foreground,
+    // lowerdir lists the top layer first, as for kernel overlayfs.
+    lowerDirs: lower.split(':').filter(d => d !== '').map(d => resolve(d)).reverse(),
+    upperDir: upperDir === undefined ? undefined : resolve(upperDir),
+    workDir: workDir === undefined ? undefined : resolve(workDir),
+    mountpoint: resolve(positional[positional.length - 1]),
+    ignored,
+    readyFd
+  }
+}
+
+/**
+ * `stratafs overlay`: in the foreground it serves until unmounted; otherwise it starts itself in
+ * the background and returns once the mount answers, holding none of the caller's stdio (podman
+ * waits for those pipes to close).
+ */
+export async function runOverlay (argv: string[]): Promise<number> {
+  const args = parseOverlayArgs(argv)
+  if (!args.foreground) return await startInBackground(argv)
+  const log = createLogger()
+  if (args.ignored.length > 0) log.warn({ ignored: args.ignored }, 'ignoring options that change nothing here')
+  process.umask(0)
+  let served
+  try {
+    served = await serveStandalone({
+      lowerDirs: args.lowerDirs,
+      upper: args.upperDir !== undefined && args.workDir !== undefined ? { upperDir: args.upperDir, workDir: args.workDir } : undefined,
+      mountpoint: args.mountpoint,
+      log
+    })
+  } catch (err) {
+    if (args.readyFd !== undefined) {
+      writeSync(args.readyFd, `${(err as Error).message}\n`)
+      closeSync(args.readyFd)
+    }
+    throw err
+  }
+  if (args.readyFd !== undefined) {
+    writeSync(args.readyFd, 'READY\n')
+    closeSync(args.readyFd)
+  }
+  await served.done
+  return 0
+}
+
+async function startInBackground (argv: string[]): Promise<number> {
+  const main = fileURLToPath(new URL('./main.js', import.meta.url))
+  const child = spawn(process.execPath, [main, 'overlay', '-f', '--ready-fd', '3', ...argv], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe']
+  })
+  const channel = child.stdio[3] as Readable | null
+  if (channel === null) throw new StrataError('INTERNAL', 'no readiness channel')
+  let said = ''
+  channel.setEncoding('utf8')
+  channel.on('data', (chunk: string) => { said += chunk })
+  const code = await new Promise<number | null>(resolve => {
+    channel.on('end', () => resolve(null))
+    child.on('exit', c => resolve(c ?? 1))
+  })
+  if (said.startsWith('READY')) {
+    child.unref()
+    return 0
+  }
+  throw new StrataError('MOUNT_FAILED', said.trim() !== '' ? said.trim() : `the overlay process exited (${code ?? 'no status'})`)
+}

@@ -1,0 +1,55 @@
+import { readFileSync } from 'node:fs'
+import type { Logger } from 'pino'
+import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
+import { LowerIndex } from '../overlay/lower-index.js'
+
+export interface StandaloneSpec {
+  /** Bottom first. */
+  lowerDirs: string[]
+  upper?: { upperDir: string; workDir: string }
+  mountpoint: string
+  log: Logger
+}
+
+const WATCH_MS = 1000
+
+/**
+ * A mount of plain directories with no daemon and no store, the way fuse-overlayfs is used.
+ * It ends on SIGTERM/SIGINT, and also when someone else unmounts it (`fusermount -u`), which
+ * libfuse 2 does not report: the mount table is watched instead.
+ */
+export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: OverlayMount, done: Promise<void> }> {
+  const started = performance.now()
+  const lower = await LowerIndex.build(spec.lowerDirs)
+  spec.log.info({ layers: spec.lowerDirs.length, entries: lower.size, ms: Math.round(performance.now() - started) }, 'lower index built')
+  const mount = await mountOverlay({
+    mountpoint: spec.mountpoint,
+    layerDirs: spec.lowerDirs,
+    lower,
+    upper: spec.upper,
+    log: spec.log,
+    name: 'overlay'
+  })
+  const done = new Promise<void>(resolve => {
+    const stop = (): void => {
+      clearInterval(timer)
+      mount.unmount().catch(err => spec.log.error({ err }, 'unmount failed')).finally(resolve)
+    }
+    const timer = setInterval(() => {
+      if (!isMounted(spec.mountpoint)) {
+        clearInterval(timer)
+        spec.log.info('unmounted from outside')
+        resolve()
+      }
+    }, WATCH_MS)
+    process.once('SIGTERM', stop)
+    process.once('SIGINT', stop)
+  })
+  return { mount, done }
+}
+
+/** Reads the mount table, never the mountpoint itself: this process serves it. */
+export function isMounted (mountpoint: string): boolean {
+  const escaped = mountpoint.replace(/[ \t\n\\]/g, c => '\\' + c.charCodeAt(0).toString(8).padStart(3, '0'))
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(line => line.split(' ')[4] === escaped)
+}

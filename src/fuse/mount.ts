@@ -1,0 +1,82 @@
+import Fuse from 'fuse-native'
+import type { Logger } from 'pino'
+import { StrataError } from '../errors.js'
+import type { LowerIndex } from '../overlay/lower-index.js'
+import { Overlay } from '../overlay/overlay.js'
+import { operations } from './operations.js'
+
+export interface MountSpec {
+  mountpoint: string
+  layerDirs: string[]
+  lower: LowerIndex
+  upper?: { upperDir: string; workDir: string }
+  log: Logger
+  name: string
+}
+
+export interface OverlayMount {
+  readonly mountpoint: string
+  readonly overlay: Overlay
+  unmount (): Promise<void>
+}
+
+/** Lower layers never change and every change to the upper comes through us: the kernel may cache. */
+const CACHE_SECONDS = 86400
+
+/**
+ * libfuse options fuse-native has no key for ride along in `fsname`, which it passes inside the
+ * one `-o` string: inode numbers are ours (use_ino), writes come 128 KiB at a time (big_writes),
+ * unlinked open files vanish at once instead of lingering as `.fuse_hidden*` (hard_remove), and
+ * repeated misses stay in the kernel (negative_timeout).
+ */
+function fuseOptions (spec: MountSpec): Record<string, unknown> {
+  const extra = [
+    'use_ino', 'big_writes', 'hard_remove', 'auto_cache',
+    `entry_timeout=${CACHE_SECONDS}`, `attr_timeout=${CACHE_SECONDS}`, `negative_timeout=${CACHE_SECONDS}`
+  ]
+  if (spec.upper === undefined) extra.push('ro')
+  return {
+    fsname: `stratafs:${spec.name.replace(/[^\w.:-]/g, '_')},${extra.join(',')}`,
+    subtype: 'stratafs',
+    allowOther: true,
+    defaultPermissions: true,
+    force: true,
+    mkdir: false,
+    timeout: false
+  }
+}
+
+/** Mounts a stack through FUSE; resolves once the kernel has completed its handshake with us. */
+export async function mountOverlay (spec: MountSpec): Promise<OverlayMount> {
+  const log = spec.log.child({ mount: spec.mountpoint })
+  const overlay = new Overlay({ lower: spec.lower, upper: spec.upper, log })
+  let fuse: Fuse | undefined
+  const ops = operations(overlay, () => fuse?.caller, log)
+  const mounted = fuse = new Fuse(spec.mountpoint, ops, fuseOptions(spec))
+  await new Promise<void>((resolve, reject) => {
+    mounted.mount(err => {
+      if (err === null || err === undefined) resolve()
+      else reject(new StrataError('MOUNT_FAILED', `cannot mount ${spec.mountpoint}: ${err.message}`, { cause: err }))
+    })
+  })
+  log.info({ layers: spec.layerDirs.length, writable: spec.upper !== undefined }, 'mounted')
+  let unmounting: Promise<void> | undefined
+  return {
+    mountpoint: spec.mountpoint,
+    overlay,
+    async unmount () {
+      unmounting ??= new Promise<void>((resolve, reject) => {
+        mounted.unmount(err => {
+          if (err === null || err === undefined) {
+            overlay.close()
+            log.info('unmounted')
+            resolve()
+          } else {
+            reject(new StrataError('EBUSY', `cannot unmount ${spec.mountpoint}: ${err.message}`, { cause: err }))
+          }
+        })
+      })
+      await unmounting
+    }
+  }
+}

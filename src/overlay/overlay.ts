@@ -1,0 +1,482 @@
+import fs from 'node:fs'
+import type { Logger } from 'pino'
+import { StrataError } from '../errors.js'
+import * as sys from '../sys/index.js'
+import type { Stat } from '../sys/index.js'
+import type { Timespec } from '../layers/entry.js'
+import { type Attr, type Caller, lowerIno, toAttr } from './attr.js'
+import { CopyUp } from './copy-up.js'
+import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
+import { S_ISGID, isDirMode, isLinkMode } from './mode.js'
+import { Upper, isPrivateXattr, parentOf } from './upper.js'
+
+export interface OverlayOptions {
+  lower: LowerIndex
+  /** Without an upper the view is read-only and every change answers EROFS. */
+  upper?: { upperDir: string; workDir: string }
+  log: Logger
+}
+
+/** What one name of the merged view is made of. */
+interface Resolved {
+  attr: Attr
+  /** The upper's node, when the upper has one (never a whiteout). */
+  upper?: Stat
+  /** The lower entry the name shows, when it is lower-only or a merged directory. */
+  lower?: IndexEntry
+}
+
+interface Handle {
+  fd: number
+  /** The inode number the name had when opened: fstat must not see it change. */
+  ino: number
+}
+
+export interface DirEntry {
+  name: string
+  mode: number
+  ino: number
+}
+
+export interface StatFs {
+  bsize: number
+  frsize: number
+  blocks: number
+  bfree: number
+  bavail: number
+  files: number
+  ffree: number
+  favail: number
+  namemax: number
+}
+
+const { O_RDONLY, O_RDWR, O_TRUNC, O_NOATIME, O_NOFOLLOW, O_SYNC, O_DSYNC, O_CREAT, O_EXCL } = fs.constants
+const NO_ID = 0xffffffff
+const O_ACCMODE = 3
+
+/**
+ * The merged view of a layer stack with an optional writable upper, as kernel overlayfs defines
+ * it. Path based, like libfuse's high-level API, and free of FUSE: it answers with values and
+ * throws errors whose `code` names an errno.
+ */
+export class Overlay {
+  readonly lower: LowerIndex
+  private readonly upper: Upper | undefined
+  private readonly copyUp: CopyUp | undefined
+  private readonly handles = new Map<number, Handle>()
+  private readonly log: Logger
+
+  constructor (opts: OverlayOptions) {
+    this.lower = opts.lower
+    this.log = opts.log
+    if (opts.upper !== undefined) {
+      this.upper = new Upper(opts.upper.upperDir, opts.upper.workDir)
+      this.copyUp = new CopyUp(this.lower, this.upper, this.log)
+    }
+  }
+
+  get readOnly (): boolean {
+    return this.upper === undefined
+  }
+
+  /** Called once before the mount answers. */
+  init (): void {
+    this.upper?.cleanWork()
+  }
+
+  getattr (path: string): Attr {
+    return this.resolve(path).attr
+  }
+
+  fgetattr (fh: number): Attr {
+    const handle = this.handle(fh)
+    const st = sys.fstat(handle.fd)
+    return { ...toAttr(st, handle.ino), blksize: st.blksize }
+  }
+
+  readlink (path: string): string {
+    const r = this.resolve(path)
+    if (!isLinkMode(r.attr.mode)) throw new StrataError('EINVAL', `${path}: not a symlink`)
+    if (r.upper === undefined && r.lower?.target !== undefined) return r.lower.target
+    return fs.readlinkSync(this.realOf(path, r))
+  }
+
+  readdir (path: string): DirEntry[] {
+    const r = this.resolve(path)
+    if (!isDirMode(r.attr.mode)) throw new StrataError('ENOTDIR', `${path}: not a directory`)
+    const out: DirEntry[] = [
+      { name: '.', mode: r.attr.mode, ino: r.attr.ino },
+      { name: '..', mode: r.attr.mode, ino: r.attr.ino }
+    ]
+    const seen = new Set<string>()
+    const upper = this.upper
+    if (upper !== undefined && upper.dirAt(path) !== null) {
+      const real = upper.real(path)
+      for (const name of fs.readdirSync(real)) {
+        seen.add(name)
+        const st = sys.lstat(real + '/' + name)
+        if (upper.isWhiteout(st)) continue
+        const child = this.resolveWith(join(path, name), st)
+        if (child !== undefined) out.push({ name, mode: child.attr.mode, ino: child.attr.ino })
+      }
+    }
+    if (this.lowerVisible(path)) {
+      for (const [name, entry] of this.lower.list(path)) {
+        if (seen.has(name)) continue
+        out.push({ name, mode: entry.attr.mode, ino: lowerIno(entry.layer, entry.attr.ino) })
+      }
+    }
+    return out
+  }
+
+  getxattr (path: string, name: string): Buffer {
+    const r = this.resolve(path)
+    const value = isPrivateXattr(name) ? undefined : sys.lgetxattr(this.realOf(path, r), name)
+    if (value === undefined) throw new StrataError('ENODATA', `${path}: no xattr ${name}`)
+    return value
+  }
+
+  listxattr (path: string): string[] {
+    return sys.llistxattr(this.realOf(path, this.resolve(path))).filter(name => !isPrivateXattr(name))
+  }
+
+  statfs (): StatFs {
+    const st = fs.statfsSync(this.upper?.dir ?? this.lower.layerDirs[this.lower.layerDirs.length - 1] ?? '/')
+    return {
+      bsize: st.bsize,
+      frsize: st.bsize,
+      blocks: st.blocks,
+      bfree: st.bfree,
+      bavail: st.bavail,
+      files: st.files,
+      ffree: st.ffree,
+      favail: st.ffree,
+      namemax: 255
+    }
+  }
+
+  async open (path: string, flags: number): Promise<number> {
+    const r = this.resolve(path)
+    if ((flags & O_ACCMODE) === O_RDONLY && (flags & O_TRUNC) === 0) {
+      const fd = r.upper !== undefined
+        ? fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW)
+        : fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW | O_NOATIME)
+      return this.addHandle(fd, r.attr.ino)
+    }
+    const { upper, copyUp } = this.writable()
+    await copyUp.file(path, (flags & O_TRUNC) === 0)
+    // The kernel sends explicit offsets for appends, so O_APPEND stays off the real descriptor.
+    const fd = fs.openSync(upper.real(path), O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | O_SYNC | O_DSYNC)))
+    return this.addHandle(fd, r.attr.ino)
+  }
+
+  async create (path: string, mode: number, flags: number, caller: Caller): Promise<number> {
+    let fd = -1
+    await this.place(path, caller, false, real => {
+      fd = fs.openSync(real, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | (flags & (O_SYNC | O_DSYNC)), mode & 0o7777)
+    })
+    return this.addHandle(fd, sys.fstat(fd).ino)
+  }
+
+  async read (fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const { fd } = this.handle(fh)
+    return await new Promise((resolve, reject) => {
+      fs.read(fd, buf, 0, len, pos, (err, n) => err === null ? resolve(n) : reject(err))
+    })
+  }
+
+  async write (fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const { fd } = this.handle(fh)
+    return await new Promise((resolve, reject) => {
+      fs.write(fd, buf, 0, len, pos, (err, n) => err === null ? resolve(n) : reject(err))
+    })
+  }
+
+  release (fh: number): void {
+    const handle = this.handles.get(fh)
+    if (handle === undefined) return
+    this.handles.delete(fh)
+    fs.closeSync(handle.fd)
+  }
+
+  async fsync (fh: number, datasync: boolean): Promise<void> {
+    const { fd } = this.handle(fh)
+    await new Promise<void>((resolve, reject) => {
+      const done = (err: NodeJS.ErrnoException | null): void => err === null ? resolve() : reject(err)
+      if (datasync) fs.fdatasync(fd, done)
+      else fs.fsync(fd, done)
+    })
+  }
+
+  ftruncate (fh: number, size: number): void {
+    fs.ftruncateSync(this.handle(fh).fd, size)
+  }
+
+  async truncate (path: string, size: number): Promise<void> {
+    const { upper, copyUp } = this.writable()
+    this.resolve(path)
+    await copyUp.file(path, size > 0)
+    fs.truncateSync(upper.real(path), size)
+  }
+
+  async chmod (path: string, mode: number): Promise<void> {
+    const real = await this.modify(path)
+    fs.chmodSync(real, mode & 0o7777)
+  }
+
+  async chown (path: string, uid: number, gid: number): Promise<void> {
+    const real = await this.modify(path)
+    fs.lchownSync(real, uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid)
+  }
+
+  async utimens (path: string, atime: Timespec, mtime: Timespec): Promise<void> {
+    const real = await this.modify(path)
+    sys.lutimens(real, atime, mtime)
+  }
+
+  async setxattr (path: string, name: string, value: Buffer, flags: number): Promise<void> {
+    if (isPrivateXattr(name)) throw new StrataError('EPERM', `${name} belongs to the overlay`)
+    const real = await this.modify(path)
+    sys.lsetxattr(real, name, value, flags)
+  }
+
+  async removexattr (path: string, name: string): Promise<void> {
+    if (isPrivateXattr(name)) throw new StrataError('EPERM', `${name} belongs to the overlay`)
+    const real = await this.modify(path)
+    if (sys.lgetxattr(real, name) === undefined) throw new StrataError('ENODATA', `${path}: no xattr ${name}`)
+    sys.lremovexattr(real, name)
+  }
+
+  async mkdir (path: string, mode: number, caller: Caller): Promise<void> {
+    await this.place(path, caller, true, real => fs.mkdirSync(real, mode & 0o7777))
+  }
+
+  async mknod (path: string, mode: number, rdev: number, caller: Caller): Promise<void> {
+    await this.place(path, caller, false, real => sys.mknod(real, mode, rdev))
+  }
+
+  async symlink (target: string, path: string, caller: Caller): Promise<void> {
+    await this.place(path, caller, false, real => fs.symlinkSync(target, real))
+  }
+
+  async link (src: string, dst: string): Promise<void> {
+    const { upper, copyUp } = this.writable()
+    if (isDirMode(this.resolve(src).attr.mode)) throw new StrataError('EPERM', `${src}: is a directory`)
+    await copyUp.file(src)
+    await this.place(dst, undefined, false, real => fs.linkSync(upper.real(src), real))
+  }
+
+  async unlink (path: string): Promise<void> {
+    const { upper, copyUp } = this.writable()
+    await copyUp.settle(path)
+    const r = this.resolve(path)
+    if (isDirMode(r.attr.mode)) throw new StrataError('EISDIR', `${path}: is a directory`)
+    const real = upper.real(path)
+    if (this.lowerOf(path) === undefined) {
+      fs.unlinkSync(real)
+      return
+    }
+    copyUp.dirs(parentOf(path))
+    if (r.upper === undefined) {
+      upper.makeWhiteout(real)
+      return
+    }
+    // Replacing in one rename keeps the lower file hidden at every instant.
+    const tmp = upper.tmpName()
+    upper.makeWhiteout(tmp)
+    fs.renameSync(tmp, real)
+  }
+
+  async rmdir (path: string): Promise<void> {
+    const { upper, copyUp } = this.writable()
+    const r = this.resolve(path)
+    if (!isDirMode(r.attr.mode)) throw new StrataError('ENOTDIR', `${path}: not a directory`)
+    if (path === '/') throw new StrataError('EBUSY', 'the root cannot be removed')
+    if (this.readdir(path).length > 2) throw new StrataError('ENOTEMPTY', `${path}: directory not empty`)
+    const real = upper.real(path)
+    const needsWhiteout = this.lowerOf(path) !== undefined
+    if (upper.dirAt(path) === null) {
+      copyUp.dirs(parentOf(path))
+      upper.makeWhiteout(real)
+    } else {
+      // The upper copy may still hold whiteouts: move it out of sight whole, then delete it.
+      const tmp = upper.tmpName()
+      sys.renameat2(real, tmp, needsWhiteout ? sys.RENAME_WHITEOUT : 0)
+      fs.rmSync(tmp, { recursive: true, force: true })
+    }
+    upper.forgetDirs()
+  }
+
+  async rename (src: string, dst: string): Promise<void> {
+    const { upper, copyUp } = this.writable()
+    await copyUp.settle(src)
+    await copyUp.settle(dst)
+    const from = this.resolve(src)
+    const to = this.resolveOrUndefined(dst)
+    const srcIsDir = isDirMode(from.attr.mode)
+    if (to !== undefined) {
+      if (to.attr.ino === from.attr.ino) return
+      const dstIsDir = isDirMode(to.attr.mode)
+      if (srcIsDir && !dstIsDir) throw new StrataError('ENOTDIR', `${dst}: not a directory`)
+      if (!srcIsDir && dstIsDir) throw new StrataError('EISDIR', `${dst}: is a directory`)
+      if (dstIsDir && this.readdir(dst).length > 2) throw new StrataError('ENOTEMPTY', `${dst}: directory not empty`)
+    }
+    const srcState = srcIsDir ? upper.dirAt(src) : null
+    if (srcIsDir && (srcState === null || (this.lowerOf(src) !== undefined && !srcState.opaque))) {
+      // As the kernel without redirect_dir: the caller (mv) falls back to copying.
+      throw new StrataError('EXDEV', `${src}: a directory from the lower layers cannot be renamed`)
+    }
+    if (!srcIsDir) await copyUp.file(src)
+    copyUp.dirs(parentOf(dst))
+    const srcReal = upper.real(src)
+    const dstReal = upper.real(dst)
+    const srcNeedsWhiteout = this.lowerOf(src) !== undefined
+    let dstSt = upper.stat(dst)
+    let trash: string | undefined
+    if (dstSt !== undefined && isDirMode(dstSt.mode)) {
+      trash = upper.tmpName()
+      fs.renameSync(dstReal, trash)
+      dstSt = undefined
+    }
+    if (srcIsDir && srcState?.opaque === false && this.isMerged(parentOf(dst))) {
+      // Lower names at the destination must not show through the moved directory.
+      upper.setOpaque(srcReal)
+    }
+    if (srcIsDir && upper.isWhiteout(dstSt)) {
+      sys.renameat2(srcReal, dstReal, sys.RENAME_EXCHANGE)
+      if (!srcNeedsWhiteout) fs.unlinkSync(srcReal)
+    } else {
+      sys.renameat2(srcReal, dstReal, srcNeedsWhiteout ? sys.RENAME_WHITEOUT : 0)
+    }
+    if (trash !== undefined) fs.rmSync(trash, { recursive: true, force: true })
+    if (srcIsDir) upper.forgetDirs()
+  }
+
+  /** Resolves a path of the merged view, or throws ENOENT. */
+  resolve (path: string): Resolved {
+    const r = this.resolveOrUndefined(path)
+    if (r === undefined) throw new StrataError('ENOENT', `${path}: no such file or directory`)
+    return r
+  }
+
+  private resolveOrUndefined (path: string): Resolved | undefined {
+    const upper = this.upper
+    if (upper === undefined) return this.fromLower(this.lower.lookup(path))
+    const st = path === '/' || upper.dirAt(parentOf(path)) !== null ? upper.stat(path) : undefined
+    return this.resolveWith(path, st)
+  }
+
+  /** Resolves a name whose upper node (if any) is already known. */
+  private resolveWith (path: string, st: Stat | undefined): Resolved | undefined {
+    const upper = this.upper
+    if (upper === undefined || st === undefined) return this.fromLower(this.lowerOf(path))
+    if (upper.isWhiteout(st)) return undefined
+    if (isDirMode(st.mode)) {
+      const lower = this.lowerOf(path)
+      if (lower !== undefined && isDirMode(lower.attr.mode) && upper.dirAt(path)?.opaque !== true) {
+        return { attr: toAttr(st, lowerIno(lower.layer, lower.attr.ino), 1), upper: st, lower }
+      }
+    }
+    return { attr: toAttr(st, this.copyUp?.inoOf.get(st.ino) ?? st.ino), upper: st }
+  }
+
+  private fromLower (entry: IndexEntry | undefined): Resolved | undefined {
+    if (entry === undefined) return undefined
+    const nlink = entry.merged === true ? 1 : entry.attr.nlink
+    return { attr: toAttr(entry.attr, lowerIno(entry.layer, entry.attr.ino), nlink), lower: entry }
+  }
+
+  /** The lower entry at `path`, when the upper does not hide its whole directory. */
+  private lowerOf (path: string): IndexEntry | undefined {
+    if (path === '/') return this.lower.root
+    return this.lowerVisible(parentOf(path)) ? this.lower.lookup(path) : undefined
+  }
+
+  /** Whether the lower names inside directory `dir` show through. */
+  private lowerVisible (dir: string): boolean {
+    if (this.upper === undefined || dir === '/') return true
+    if (this.upper.dirAt(dir)?.opaque === true) return false
+    const entry = this.lower.lookup(dir)
+    return entry !== undefined && isDirMode(entry.attr.mode) && this.lowerVisible(parentOf(dir))
+  }
+
+  /** A directory present in the upper and below it, merging the two. */
+  private isMerged (dir: string): boolean {
+    const state = this.upper?.dirAt(dir)
+    if (state === undefined || state === null || state.opaque) return false
+    const entry = this.lowerOf(dir)
+    return entry !== undefined && isDirMode(entry.attr.mode)
+  }
+
+  private realOf (path: string, r: Resolved): string {
+    if (r.upper !== undefined && this.upper !== undefined) return this.upper.real(path)
+    if (r.lower !== undefined) return this.lower.realPath(path, r.lower)
+    throw new StrataError('ENOENT', `${path}: no such file or directory`)
+  }
+
+  private writable (): { upper: Upper, copyUp: CopyUp } {
+    if (this.upper === undefined || this.copyUp === undefined) throw new StrataError('EROFS', 'read-only mount')
+    return { upper: this.upper, copyUp: this.copyUp }
+  }
+
+  /** Copies `path` up (the triggers of design §2 item 5) and returns its upper path. */
+  private async modify (path: string): Promise<string> {
+    const { upper, copyUp } = this.writable()
+    this.resolve(path)
+    await copyUp.file(path)
+    return upper.real(path)
+  }
+
+  /**
+   * Creates a new name with `make`. Over a whiteout the node is built in the work directory and
+   * renamed onto it, so the lower name never reappears; a directory made there is opaque.
+   */
+  private async place (path: string, caller: Caller | undefined, dir: boolean, make: (real: string) => void): Promise<void> {
+    const { upper, copyUp } = this.writable()
+    await copyUp.settle(path)
+    const parent = parentOf(path)
+    copyUp.dirs(parent)
+    const real = upper.real(path)
+    const st = upper.stat(path)
+    if (st !== undefined && !upper.isWhiteout(st)) throw new StrataError('EEXIST', `${path}: file exists`)
+    if (st === undefined && this.lowerOf(path) !== undefined) throw new StrataError('EEXIST', `${path}: file exists`)
+    const inheritGid = (sys.lstat(upper.real(parent)).mode & S_ISGID) !== 0
+    const own = (p: string): void => {
+      if (caller !== undefined) fs.lchownSync(p, caller.uid, inheritGid ? -1 : caller.gid)
+    }
+    if (st === undefined) {
+      make(real)
+      own(real)
+      if (dir) upper.noteDir(path, false)
+      return
+    }
+    const tmp = upper.tmpName()
+    make(tmp)
+    own(tmp)
+    if (dir) {
+      upper.setOpaque(tmp)
+      sys.renameat2(tmp, real, sys.RENAME_EXCHANGE)
+      fs.unlinkSync(tmp)
+      upper.noteDir(path, true)
+    } else {
+      fs.renameSync(tmp, real)
+    }
+  }
+
+  private addHandle (fd: number, ino: number): number {
+    this.handles.set(fd, { fd, ino })
+    return fd
+  }
+
+  private handle (fh: number): Handle {
+    const handle = this.handles.get(fh)
+    if (handle === undefined) throw new StrataError('EBADF', `no open file ${fh}`)
+    return handle
+  }
+
+  /** Closes every open file: the mount is going away. */
+  close (): void {
+    for (const fh of [...this.handles.keys()]) this.release(fh)
+    this.log.debug('overlay closed')
+  }
+}

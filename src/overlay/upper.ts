@@ -1,0 +1,103 @@
+import fs from 'node:fs'
+import { errorCode } from '../errors.js'
+import * as sys from '../sys/index.js'
+import type { Stat } from '../sys/index.js'
+import { S_IFCHR, isDirMode, isWhiteout } from './mode.js'
+
+const OPAQUE = 'trusted.overlay.opaque'
+
+/**
+ * The writable directory of a container and its work directory, in the kernel's format:
+ * whiteouts are char 0/0 devices and opaque directories carry `trusted.overlay.opaque=y`, so
+ * kernel overlayfs can mount the same upper. Only this process changes the upper while it is
+ * mounted, so what it learns about upper directories stays true until it changes them itself.
+ */
+export class Upper {
+  readonly dir: string
+  /** Temporary names live in `<workdir>/work`, the subdirectory kernel overlayfs also uses. */
+  readonly tmpDir: string
+  /** Per path: null when the upper has no directory there, else whether that directory is opaque. */
+  private readonly dirState = new Map<string, { opaque: boolean } | null>()
+  private tmpCounter = 0
+
+  constructor (upperDir: string, workDir: string) {
+    this.dir = upperDir
+    this.tmpDir = workDir + '/work'
+  }
+
+  /** Leftovers of an interrupted copy-up are half-built: they go, as the kernel does at mount. */
+  cleanWork (): void {
+    fs.rmSync(this.tmpDir, { recursive: true, force: true })
+    fs.mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 })
+  }
+
+  real (path: string): string {
+    return path === '/' ? this.dir : this.dir + path
+  }
+
+  tmpName (): string {
+    return `${this.tmpDir}/#${process.pid.toString(36)}-${(this.tmpCounter++).toString(36)}`
+  }
+
+  stat (path: string): Stat | undefined {
+    try {
+      return sys.lstat(this.real(path))
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return undefined
+      throw err
+    }
+  }
+
+  /** Whether the upper holds a real directory at `path`, and if it is opaque. Cached. */
+  dirAt (path: string): { opaque: boolean } | null {
+    const known = this.dirState.get(path)
+    if (known !== undefined) return known
+    let state: { opaque: boolean } | null = null
+    const parent = path === '/' ? null : this.dirAt(parentOf(path))
+    if (path === '/' || parent !== null) {
+      const st = this.stat(path)
+      if (st !== undefined && isDirMode(st.mode)) {
+        state = { opaque: path !== '/' && isOpaqueValue(sys.lgetxattr(this.real(path), OPAQUE)) }
+      }
+    }
+    this.dirState.set(path, state)
+    return state
+  }
+
+  noteDir (path: string, opaque: boolean): void {
+    this.dirState.set(path, { opaque })
+  }
+
+  /** After a directory goes away or moves, what was learnt below it is stale. */
+  forgetDirs (): void {
+    this.dirState.clear()
+  }
+
+  isWhiteout (st: Stat | undefined): boolean {
+    return st !== undefined && isWhiteout(st.mode, st.rdev)
+  }
+
+  makeWhiteout (real: string): void {
+    sys.mknod(real, S_IFCHR, 0)
+  }
+
+  setOpaque (real: string): void {
+    sys.lsetxattr(real, OPAQUE, Buffer.from('y'))
+  }
+}
+
+export function isOpaqueValue (value: Buffer | undefined): boolean {
+  return value !== undefined && value.length === 1 && value[0] === 0x79
+}
+
+export function parentOf (path: string): string {
+  const slash = path.lastIndexOf('/')
+  return slash <= 0 ? '/' : path.slice(0, slash)
+}
+
+export function baseName (path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1)
+}
+
+/** Overlay-private xattrs are the overlay's bookkeeping, never part of a file's visible state. */
+export const isPrivateXattr = (name: string): boolean => name.startsWith('trusted.overlay.')
