@@ -108,8 +108,8 @@ export async function runOverlay (argv: string[]): Promise<number> {
 }
 
 async function startInBackground (argv: string[]): Promise<number> {
-  const main = fileURLToPath(new URL('./main.js', import.meta.url))
-  const child = spawn(process.execPath, [main, 'overlay', '-f', '--ready-fd', '3', ...argv], {
+  const main = fileURLToPath(new URL('./overlay-main.js', import.meta.url))
+  const child = spawn(process.execPath, [main, '-f', '--ready-fd', '3', ...argv], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe']
   })

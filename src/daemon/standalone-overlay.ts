@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
+import { StrataError } from '../errors.js'
 import type { Logger } from 'pino'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
 import { LowerIndex } from '../overlay/lower-index.js'
@@ -19,6 +20,11 @@ const WATCH_MS = 1000
  * libfuse 2 does not report: the mount table is watched instead.
  */
 export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: OverlayMount, done: Promise<void> }> {
+  for (const [what, dir] of [...spec.lowerDirs.map(d => ['lowerdir', d]), ['upperdir', spec.upper?.upperDir], ['workdir', spec.upper?.workDir]]) {
+    if (dir !== undefined && !statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+      throw new StrataError('NOT_FOUND', `${what} ${dir} is not a directory`)
+    }
+  }
   const started = performance.now()
   const lower = await LowerIndex.build(spec.lowerDirs)
   spec.log.info({ layers: spec.lowerDirs.length, entries: lower.size, ms: Math.round(performance.now() - started) }, 'lower index built')

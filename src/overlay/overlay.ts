@@ -88,8 +88,16 @@ export class Overlay {
     return this.resolve(path).attr
   }
 
-  fgetattr (fh: number): Attr {
-    const handle = this.handle(fh)
+  /**
+   * Attributes through an open file, which still works once its name is gone. Directory handles
+   * are not ours (libfuse answers opendir itself): those go by path.
+   */
+  fgetattr (path: string | null, fh: number): Attr {
+    const handle = this.handles.get(fh)
+    if (handle === undefined) {
+      if (path === null) throw new StrataError('EBADF', `no open file ${fh}`)
+      return this.getattr(path)
+    }
     const st = sys.fstat(handle.fd)
     return { ...toAttr(st, handle.ino), blksize: st.blksize }
   }
