@@ -4,6 +4,7 @@ import { Client } from '../client/client.js'
 import { StrataError } from '../errors.js'
 import { UsageError, type Command, type OptionSpec, type OptionValues } from './command.js'
 import { commands } from './commands/index.js'
+import { OVERLAY_USAGE, runOverlay } from './overlay.js'
 
 const DEFAULT_ROOT = '/var/lib/stratafs'
 
@@ -19,6 +20,8 @@ function usage (): string {
     'usage: stratafs COMMAND [ARGS] [--root DIR] [--socket PATH]',
     '',
     ...commands.map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`),
+    `  ${OVERLAY_USAGE.replace('usage: stratafs ', '')}`,
+    '      mount plain directories with no daemon, as fuse-overlayfs does',
     '',
     `The root is --root, else $STRATAFS_ROOT, else ${DEFAULT_ROOT}; the socket defaults to <root>/stratafs.sock.`
   ].join('\n') + '\n'
@@ -39,6 +42,8 @@ function findCommand (argv: string[]): Command | undefined {
 }
 
 export async function main (argv: string[]): Promise<number> {
+  // fuse-overlayfs's command line (`-o lowerdir=…`), which parseArgs cannot take.
+  if (argv[0] === 'overlay') return await runOverlay(argv.slice(1))
   const command = findCommand(argv)
   if (command === undefined) {
     if (argv.length === 0 || argv.includes('--help') || argv.includes('-h')) {

@@ -1,8 +1,8 @@
-import { errorCode } from '../errors.js'
+import { UsageError } from './command.js'
 import { runOverlay } from './overlay.js'
 
 /** The entry of `stratafs-overlay` (mount.fuse / podman mount_program) and of its background child. */
 runOverlay(process.argv.slice(2)).then(code => process.exit(code), (err: Error) => {
   process.stderr.write(`stratafs-overlay: ${err.message}\n`)
-  process.exit(errorCode(err) === 'BAD_REQUEST' ? 2 : 1)
+  process.exit(err instanceof UsageError ? 2 : 1)
 })

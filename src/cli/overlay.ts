@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { StrataError } from '../errors.js'
 import { createLogger } from '../log.js'
 import { serveStandalone } from '../daemon/standalone-overlay.js'
+import { UsageError } from './command.js'
 
 export const OVERLAY_USAGE = `usage: stratafs overlay [-f] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W] [SOURCE] MOUNTPOINT`
 
@@ -40,10 +41,10 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     else if (arg === '-o') options.push(argv[++i] ?? '')
     else if (arg.startsWith('-o')) options.push(arg.slice(2))
     else if (arg === '--ready-fd') readyFd = Number(argv[++i])
-    else if (arg.startsWith('-')) throw new StrataError('BAD_REQUEST', `unknown flag ${arg}\n${OVERLAY_USAGE}`)
+    else if (arg.startsWith('-')) throw new UsageError(`unknown flag ${arg}\n${OVERLAY_USAGE}`)
     else positional.push(arg)
   }
-  if (positional.length < 1 || positional.length > 2) throw new StrataError('BAD_REQUEST', OVERLAY_USAGE)
+  if (positional.length < 1 || positional.length > 2) throw new UsageError(OVERLAY_USAGE)
   const values = new Map<string, string>()
   const ignored: string[] = []
   for (const item of options.flatMap(o => o.split(','))) {
@@ -52,14 +53,14 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     const key = eq < 0 ? item : item.slice(0, eq)
     if (key === 'lowerdir' || key === 'upperdir' || key === 'workdir') values.set(key, item.slice(eq + 1))
     else if (IGNORED.has(key)) ignored.push(item)
-    else throw new StrataError('BAD_REQUEST', `unknown option ${key}\n${OVERLAY_USAGE}`)
+    else throw new UsageError(`unknown option ${key}\n${OVERLAY_USAGE}`)
   }
   const lower = values.get('lowerdir')
-  if (lower === undefined || lower === '') throw new StrataError('BAD_REQUEST', `lowerdir= is required\n${OVERLAY_USAGE}`)
+  if (lower === undefined || lower === '') throw new UsageError(`lowerdir= is required\n${OVERLAY_USAGE}`)
   const upperDir = values.get('upperdir')
   const workDir = values.get('workdir')
   if ((upperDir === undefined) !== (workDir === undefined)) {
-    throw new StrataError('BAD_REQUEST', 'upperdir= and workdir= go together')
+    throw new UsageError('upperdir= and workdir= go together')
   }
   return {
     foreground,
