@@ -32,9 +32,18 @@ async function digestOf (stream: NodeJS.ReadableStream): Promise<{ diffId: strin
   return { diffId: hasher.digest(), size: hasher.bytes }
 }
 
+/** Data bytes a copy of `dir` moves: each hard-linked inode once, as the copy links the rest. */
 function regularBytes (dir: string): number {
   let total = 0
-  for (const e of scanLayer(dir)) if ((e.attr.mode & S_IFMT) === S_IFREG && e.whiteout !== true) total += e.attr.size
+  const seen = new Set<number>()
+  for (const e of scanLayer(dir)) {
+    if ((e.attr.mode & S_IFMT) !== S_IFREG || e.whiteout === true) continue
+    if (e.attr.nlink > 1) {
+      if (seen.has(e.attr.ino)) continue
+      seen.add(e.attr.ino)
+    }
+    total += e.attr.size
+  }
   return total
 }
 

@@ -53,7 +53,9 @@ function baseHeader (name: string, e: LayerEntry): Header {
   if (attr.gid > MAX_USTAR_ID) pax.gid = String(attr.gid)
   return {
     name,
-    mode: attr.mode & 0o7777,
+    // Type bits included: tar-stream masks them off but takes a mode of 0 for "unset" and
+    // writes 0644, which would turn a mode-0000 file (/etc/shadow on some distros) readable.
+    mode: attr.mode,
     uid: Math.min(attr.uid, MAX_USTAR_ID),
     gid: Math.min(attr.gid, MAX_USTAR_ID),
     mtime: new Date(attr.mtime[0] * 1000),
