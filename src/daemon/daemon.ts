@@ -6,6 +6,7 @@ import { createApiServer } from './server.js'
 import { Service } from './service.js'
 import { listenUnix } from './socket.js'
 
+/** `log` is the process's root logger; each subsystem takes a child of it. */
 export interface DaemonOptions { root: string; socket: string; log: Logger }
 
 export interface RunningDaemon {
@@ -19,13 +20,14 @@ export interface RunningDaemon {
  * Opens the store (refusing a root another daemon holds), forgets the mounts a previous daemon
  * left behind, and serves the API. Signals are the caller's business.
  */
-export async function startDaemon ({ root, socket, log }: DaemonOptions): Promise<RunningDaemon> {
-  const store = await Store.open(root, log)
+export async function startDaemon ({ root, socket, log: rootLog }: DaemonOptions): Promise<RunningDaemon> {
+  const store = await Store.open(root, rootLog)
+  const log = rootLog.child({ sub: 'daemon' })
   let server: Server | undefined
   try {
-    const service = new Service(store, log)
+    const service = new Service(store, rootLog)
     await service.mounts.recover()
-    server = createApiServer(service, log.child({ sub: 'api' }))
+    server = createApiServer(service, rootLog.child({ sub: 'api' }))
     await listenUnix(server, socket)
     log.info({ root, socket, pid: process.pid }, 'stratafs daemon ready')
     const listening = server

@@ -137,7 +137,7 @@ export class Service {
     const staging = await mkdtemp(join(this.store.layout.tmpDir, 'commit-'))
     try {
       const tarPath = join(staging, 'layer.tar')
-      await pipeline(layerTar(this.store.layout.upperDir(container.id), { log: this.log }), createWriteStream(tarPath))
+      await pipeline(layerTar(this.store.layout.upperDir(container.id), { log: this.log.child({ sub: 'commit' }) }), createWriteStream(tarPath))
       const staged = await importLayer(tarPath, this.store.layout.tmpDir, {
         onProgress: (done: number, total?: number) => progress({ source: `commit ${container.name}`, done, total })
       })

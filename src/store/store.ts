@@ -62,7 +62,7 @@ export class Store {
     } catch (err) {
       const cause = (err as { cause?: unknown }).cause
       if (errorCode(cause) === 'LEVEL_LOCKED' || errorCode(err) === 'LEVEL_LOCKED') {
-        throw new StrataError('STORE_LOCKED', `another stratafs daemon is using ${root}`)
+        throw new StrataError('STORE_LOCKED', `another stratafs daemon is using ${root} (its store is locked)`)
       }
       throw new StrataError('INTERNAL', `cannot open the store in ${root}: ${(err as Error).message}`, { cause: err })
     }
@@ -83,7 +83,7 @@ export class Store {
    * Moves a staged import into `<root>/layers/<hex>`, or discards it when that layer is stored
    * already: layers are stored once however many images use them.
    */
-  addLayer (staged: StagedLayer, source: string): Promise<{ layer: LayerRecord; existed: boolean }> {
+  async addLayer (staged: StagedLayer, source: string): Promise<{ layer: LayerRecord; existed: boolean }> {
     if (!/^sha256:[0-9a-f]{64}$/.test(staged.diffId)) throw new StrataError('BAD_REQUEST', `not a DiffID: ${staged.diffId}`)
     return this._exclusive(() => this._addLayer(staged, source))
   }
@@ -124,7 +124,7 @@ export class Store {
 
   // ---- images ----
 
-  createImage (config: ImageConfig, tags: string[] = []): Promise<ImageRecord> {
+  async createImage (config: ImageConfig, tags: string[] = []): Promise<ImageRecord> {
     if (config.rootfs?.type !== 'layers' || !Array.isArray(config.rootfs.diff_ids)) {
       throw new StrataError('BAD_REQUEST', 'image config needs rootfs {type: "layers", diff_ids}')
     }
@@ -190,7 +190,7 @@ export class Store {
     throw new StrataError('NOT_FOUND', `no such image: ${ref}`)
   }
 
-  tag (ref: string, newTag: string): Promise<string> {
+  async tag (ref: string, newTag: string): Promise<string> {
     const tag = normalizeTag(newTag)
     return this._exclusive(async () => {
       const image = await this.resolveImage(ref)
@@ -204,7 +204,7 @@ export class Store {
    * removes the image and every tag of it, then the layers and chain indexes nothing uses any more.
    * Refused while a container uses the image, unless `force`.
    */
-  removeImage (ref: string, force = false): Promise<RemovedImage> {
+  async removeImage (ref: string, force = false): Promise<RemovedImage> {
     return this._exclusive(() => this._removeImage(ref, force))
   }
 
@@ -264,7 +264,7 @@ export class Store {
    * Persists the merged view of a layer stack. The marker is written last, so an index cut short
    * by a crash is never taken for a whole one.
    */
-  putChainIndex<E> (chainId: string, records: Iterable<ChainRecord<E>>): Promise<number> {
+  async putChainIndex<E> (chainId: string, records: Iterable<ChainRecord<E>>): Promise<number> {
     return this._exclusive(async () => {
       await this._dropChainIndex(chainId)
       let n = 0
@@ -307,7 +307,7 @@ export class Store {
 
   // ---- containers ----
 
-  createContainer (opts: { name?: string; image: ImageRecord; readOnly: boolean }): Promise<ContainerRecord> {
+  async createContainer (opts: { name?: string; image: ImageRecord; readOnly: boolean }): Promise<ContainerRecord> {
     if (opts.name !== undefined && !isValidName(opts.name)) {
       throw new StrataError('BAD_REQUEST', `invalid container name ${JSON.stringify(opts.name)}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*`)
     }
@@ -332,7 +332,7 @@ export class Store {
     })
   }
 
-  updateContainer (record: ContainerRecord): Promise<void> {
+  async updateContainer (record: ContainerRecord): Promise<void> {
     return this._exclusive(async () => {
       if (await this.containersDb.get(record.id) === undefined) throw new StrataError('NOT_FOUND', `no such container: ${record.name}`)
       await this.containersDb.put(record.id, record)
@@ -356,7 +356,7 @@ export class Store {
   }
 
   /** Deletes the record and the container's upper and work dirs, then unused layers. */
-  removeContainer (id: string): Promise<void> {
+  async removeContainer (id: string): Promise<void> {
     return this._exclusive(async () => {
       const record = await this.containersDb.get(id)
       if (record === undefined) throw new StrataError('NOT_FOUND', `no such container: ${id}`)

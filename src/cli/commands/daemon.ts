@@ -12,8 +12,9 @@ export const daemonCommands: Command[] = [{
   summary: 'run the daemon (foreground; logs on stderr)',
   args: { min: 0, max: 0 },
   async run (ctx) {
-    const log = createLogger().child({ sub: 'daemon' })
-    const daemon = await startDaemon({ root: ctx.root, socket: ctx.socket, log })
+    const root = createLogger()
+    const log = root.child({ sub: 'daemon' })
+    const daemon = await startDaemon({ root: ctx.root, socket: ctx.socket, log: root })
     const stop = (signal: string): void => {
       log.info({ signal }, 'signal received')
       daemon.shutdown().then(
