@@ -1,0 +1,296 @@
+import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import { appendFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { lgetxattr } from '../src/sys/index.js'
+import { mountKernelOverlay } from './lib/kernel-overlay.js'
+import { buildLayer, type LayerSpec } from './lib/layer-builder.js'
+import { applyOp, describeOp, mtimeEffect, OpGenerator, walkView, type Op } from './lib/ops.js'
+import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
+import { diffTrees, snapshot, type Tree } from './lib/tree.js'
+
+/**
+ * Issue 3: the same random operations applied through kernel overlayfs and through stratafs, each
+ * over its own copy of the same layers and upper. Every result (success or errno) must agree, the
+ * merged trees must agree after every batch, and at the end so must the two upper directories,
+ * whiteouts and opaque markers included. Then each upper is mounted by the other implementation.
+ *
+ * Replay one seed: STRATAFS_SEED=<n> npx tap test/differential.test.ts
+ * (STRATAFS_DIFF_OPS, STRATAFS_DIFF_SKIP and STRATAFS_DIFF_LOG are described below.)
+ */
+
+const OPS = Number(process.env.STRATAFS_DIFF_OPS ?? 2000)
+/** A file to receive the whole operation log of each seed (appended). */
+const LOG_FILE = process.env.STRATAFS_DIFF_LOG
+/** Operation kinds generated but not applied (STRATAFS_DIFF_SKIP=unlinkOpen,link): to look past a known failure. */
+const SKIP = new Set((process.env.STRATAFS_DIFF_SKIP ?? '').split(',').filter(Boolean))
+const BATCH = 100
+const TAIL = 25
+
+const x = (s: string): Record<string, string> => ({ 'user.k0': s })
+
+/** Bottom first. Kernel-form markers: the upper must be readable by kernel overlayfs too. */
+const LAYERS: LayerSpec[] = [
+  [
+    { type: 'file', path: 'etc/passwd', content: 'root:x:0:0::/root:/bin/sh\n', mode: 0o644 },
+    { type: 'file', path: 'etc/group', content: 'root:x:0:\n' },
+    { type: 'file', path: 'etc/hosts', content: '127.0.0.1 localhost\n', xattrs: x('l0') },
+    { type: 'file', path: 'etc/shadow', content: 'root:*:1::::::\n', mode: 0o600 },
+    { type: 'file', path: 'usr/bin/tool', content: Buffer.alloc(30_000, 'tool'), mode: 0o755 },
+    { type: 'file', path: 'usr/bin/su', content: 'su', mode: 0o4755 },
+    { type: 'file', path: 'usr/lib/libx.so', content: Buffer.alloc(9000, 'x') },
+    { type: 'symlink', path: 'usr/lib/liby.so', target: 'libx.so' },
+    { type: 'file', path: 'usr/share/doc/a.txt', content: 'a0' },
+    { type: 'file', path: 'usr/share/doc/b.txt', content: 'b0' },
+    { type: 'file', path: 'usr/share/doc/deep/x/y/z.txt', content: 'z' },
+    { type: 'file', path: 'data/hard1', content: 'shared inode' },
+    { type: 'hardlink', path: 'data/hard2', target: 'data/hard1' },
+    { type: 'file', path: 'data/sparse', content: Buffer.concat([Buffer.alloc(70_000), Buffer.from('end')]) },
+    { type: 'fifo', path: 'run/fifo', mode: 0o640 },
+    { type: 'char', path: 'dev/null', major: 1, minor: 3, mode: 0o666 },
+    { type: 'dir', path: 'home/user', mode: 0o750, uid: 1000, gid: 1000 },
+    { type: 'file', path: 'home/user/.profile', content: 'export A=1\n', uid: 1000, gid: 1000 },
+    { type: 'dir', path: 'tmp', mode: 0o1777 },
+    { type: 'file', path: 'gone/f', content: 'hidden by a whiteout above' },
+    { type: 'file', path: 'gone/g', content: 'hidden too' },
+    { type: 'file', path: 'opq/f', content: 'hidden by an opaque dir above' },
+    { type: 'file', path: 'opq/g', content: 'hidden too' },
+    { type: 'dir', path: 'mix', mode: 0o755 },
+    { type: 'file', path: 'mix/child', content: 'under a dir a file replaces' },
+    { type: 'file', path: 'mix2', content: 'a file a dir replaces' },
+    { type: 'file', path: 'a/f', content: 'a/f' },
+    { type: 'symlink', path: 'a/x.txt', target: 'f' }
+  ],
+  [
+    { type: 'file', path: 'etc/hosts', content: '127.0.0.1 localhost\n::1 localhost\n', xattrs: x('l1') },
+    { type: 'whiteout', path: 'etc/group', form: 'kernel' },
+    { type: 'whiteout', path: 'gone', form: 'kernel' },
+    { type: 'dir', path: 'opq', opaque: 'kernel', mode: 0o755 },
+    { type: 'file', path: 'opq/c', content: 'only c shows' },
+    { type: 'file', path: 'usr/share/doc/c.txt', content: 'c1' },
+    { type: 'whiteout', path: 'usr/lib/liby.so', form: 'kernel' },
+    { type: 'file', path: 'mix', content: 'a file over a dir' },
+    { type: 'dir', path: 'mix2', mode: 0o700 },
+    { type: 'file', path: 'mix2/inside', content: 'i' },
+    { type: 'file', path: 'a/sub/f', content: 'a/sub/f' },
+    { type: 'file', path: 'single/f', content: 'a dir in one layer only' }
+  ],
+  [
+    { type: 'file', path: 'usr/share/doc/a.txt', content: 'a2', mtime: [1_650_000_000, 5] },
+    { type: 'file', path: 'var/log/app.log', content: Buffer.alloc(5000, 'log ') },
+    { type: 'symlink', path: 'a/n1', target: 'sub/f' },
+    { type: 'file', path: 'a/sub/g', content: 'g', xattrs: { 'user.a': 'top' } },
+    { type: 'dir', path: 'usr', mode: 0o755, xattrs: x('l2') }
+  ]
+]
+
+/** The pre-existing upper: a copied-up file, whiteouts, an opaque dir, an upper-only tree. */
+const UPPER: LayerSpec = [
+  { type: 'file', path: 'etc/passwd', content: 'root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n' },
+  { type: 'whiteout', path: 'usr/share/doc/b.txt', form: 'kernel' },
+  { type: 'whiteout', path: 'data/hard2', form: 'kernel' },
+  { type: 'dir', path: 'a/sub', opaque: 'kernel', mode: 0o755 },
+  { type: 'file', path: 'a/sub/only', content: 'upper' },
+  { type: 'file', path: 'work/notes', content: 'upper only' },
+  { type: 'dir', path: 'work/d/e', mode: 0o755 },
+  { type: 'file', path: 'work/d/e/f', content: 'deep upper only' }
+]
+
+interface Fixture { lowers: string[]; upper: string; work: string }
+
+/** Lowers top first, as mount options want them, shared by both sides; upper and work per side. */
+function buildFixture (base: string, side: string, lowers: string[]): Fixture {
+  const upper = join(base, side, 'upper')
+  const work = join(base, side, 'work')
+  buildLayer(upper, UPPER)
+  mkdirSync(work, { recursive: true })
+  return { lowers, upper, work }
+}
+
+function lowerPaths (dir: string, rel = ''): string[] {
+  const out: string[] = []
+  for (const name of readdirSync(join(dir, rel)).sort()) {
+    const path = rel === '' ? name : `${rel}/${name}`
+    out.push(path)
+    if (lstatSync(join(dir, path)).isDirectory()) out.push(...lowerPaths(dir, path))
+  }
+  return out
+}
+
+function inoOf (path: string): bigint | undefined {
+  try {
+    return lstatSync(path, { bigint: true }).ino
+  } catch {
+    return undefined
+  }
+}
+
+/** Tracks which mtimes the operations set to "now", which the comparisons must then leave out. */
+class MtimeMask {
+  private readonly inos = new Set<bigint>()
+  private readonly paths = new Set<string>()
+  private readonly subtrees = new Set<string>()
+
+  record (op: Op, ok: boolean, kernelRoot: string): void {
+    const effect = mtimeEffect(op)
+    for (const p of effect.names) this.paths.add(p)
+    if (effect.subtree !== undefined) this.subtrees.add(effect.subtree)
+    for (const p of effect.contentOf) {
+      const ino = inoOf(join(kernelRoot, p))
+      if (ino !== undefined) this.inos.add(ino)
+    }
+    if (!ok) return
+    for (const p of effect.set) {
+      this.paths.delete(p)
+      const ino = inoOf(join(kernelRoot, p))
+      if (ino !== undefined) this.inos.delete(ino)
+    }
+  }
+
+  /** Whether the mtime at `path` (tree-relative, '/'-rooted) is one nobody chose. */
+  masked (path: string, kernelIno: bigint | undefined): boolean {
+    const rel = path === '/' ? '' : path.slice(1)
+    if (this.paths.has(rel)) return true
+    if (kernelIno !== undefined && this.inos.has(kernelIno)) return true
+    for (const s of this.subtrees) if (rel === s || rel.startsWith(s + '/')) return true
+    return false
+  }
+}
+
+/** Copies of both trees with the masked mtimes zeroed, so diffTrees compares the rest. */
+function maskTimes (a: Tree, b: Tree, mask: MtimeMask, kernelTree: Tree): [Tree, Tree] {
+  const strip = (tree: Tree): Tree => new Map([...tree].map(([p, n]) =>
+    [p, mask.masked(p, kernelTree.get(p)?.ino) ? { ...n, mtimeNs: 0n } : n]))
+  return [strip(a), strip(b)]
+}
+
+/**
+ * The kernel makes whiteouts as hard links to one shared whiteout inode, so their link counts and
+ * groups say how the whiteouts were made, not what they mean.
+ */
+function forgetWhiteoutLinks (tree: Tree): Tree {
+  return new Map([...tree].map(([p, n]) => {
+    if (n.type !== 'char' || n.rdev !== '0:0') return [p, n]
+    const copy = { ...n }
+    delete copy.nlink
+    delete copy.linkGroup
+    return [p, copy]
+  }))
+}
+
+/** Directories marked opaque with the kernel's xattr, which snapshot() leaves out. */
+function opaqueDirs (upper: string, rel = ''): string[] {
+  const out: string[] = []
+  const abs = rel === '' ? upper : join(upper, rel)
+  if (lgetxattr(abs, 'trusted.overlay.opaque')?.toString() === 'y') out.push(rel === '' ? '/' : `/${rel}`)
+  for (const e of readdirSync(abs, { withFileTypes: true })) {
+    if (e.isDirectory()) out.push(...opaqueDirs(upper, rel === '' ? e.name : `${rel}/${e.name}`))
+  }
+  return out
+}
+
+function freshDir (dir: string): string {
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
+function umount (mnt: string): number | null {
+  return spawnSync('umount', [mnt], { stdio: 'ignore' }).status
+}
+
+/** Seeds: STRATAFS_SEED alone when given (a replay), else fixed ones plus one new per run. */
+function seeds (): number[] {
+  const env = process.env.STRATAFS_SEED
+  if (env !== undefined && env !== '') return [Number(env)]
+  return [1, 2, 3, Math.floor(Math.random() * 2 ** 31)]
+}
+
+const labels: [string, string] = ['kernel', 'stratafs']
+
+for (const seed of seeds()) {
+  t.test(`seed ${seed}`, async (t) => {
+    t.comment(`replay: STRATAFS_SEED=${seed} npx tap test/differential.test.ts`)
+    const base = mkdtempSync(join(tmpdir(), 'sdiff-'))
+    t.teardown(() => rmSync(base, { recursive: true, force: true }))
+    const lowers = LAYERS.map((spec, i) => {
+      const dir = join(base, `l${i}`)
+      buildLayer(dir, spec)
+      return dir
+    }).reverse()
+    const kside = buildFixture(base, 'kernel', lowers)
+    const sside = buildFixture(base, 'stratafs', lowers)
+    const kmnt = mountKernelOverlay(t, { lowerDirs: kside.lowers, upperDir: kside.upper, workDir: kside.work })
+    const smnt = mountStratafs(t, { lowerDirs: sside.lowers, upperDir: sside.upper, workDir: sside.work })
+
+    const initial = diffTrees(snapshot(kmnt), snapshot(smnt), { names: labels, ignoreGhosts: 'a' })
+    t.same(initial, [], 'the two mounts start out equal')
+
+    const gen = new OpGenerator(seed, [...new Set(lowers.flatMap((l) => lowerPaths(l)))])
+    const mask = new MtimeMask()
+    const log: string[] = []
+    const tail = (): string => log.slice(-TAIL).join('\n')
+    const history = (paths: string[]): string => log.filter((l) => paths.some((p) => l.includes(`"${p}`))).slice(-TAIL).join('\n')
+    let failed = false
+    let kernelFinal: Tree | undefined
+    let stratafsFinal: Tree | undefined
+
+    for (let i = 0; i < OPS && !failed; i++) {
+      const op = gen.next(walkView(kmnt))
+      if (SKIP.has(op.kind)) continue
+      const kres = applyOp(kmnt, op)
+      const sres = applyOp(smnt, op)
+      log.push(`#${i} ${describeOp(op)} → ${kres}${sres === kres ? '' : ` | stratafs: ${sres}`}`)
+      mask.record(op, kres.startsWith('ok') && sres.startsWith('ok'), kmnt)
+      if (kres !== sres) {
+        failed = true
+        t.fail(`seed ${seed} op #${i}: ${describeOp(op)}: kernel ${kres}, stratafs ${sres}`, {
+          diagnostic: true, seed, op: i, replay: `STRATAFS_SEED=${seed}`, tail: tail(), samePaths: history([op.path])
+        })
+        break
+      }
+      if ((i + 1) % BATCH === 0 || i === OPS - 1) {
+        const k = snapshot(kmnt)
+        const s = snapshot(smnt)
+        kernelFinal = k
+        stratafsFinal = s
+        const [km, sm] = maskTimes(k, s, mask, k)
+        const diff = diffTrees(km, sm, { names: labels, ignoreGhosts: 'a' })
+        if (diff.length > 0) {
+          failed = true
+          const paths = diff.slice(0, 5).map((d) => d.slice(1, d.indexOf(':')))
+          t.fail(`seed ${seed}: merged trees differ after op #${i}`, {
+            diagnostic: true, seed, op: i, replay: `STRATAFS_SEED=${seed}`, diff: diff.slice(0, 40).join('\n'),
+            samePaths: history(paths), tail: tail()
+          })
+        }
+      }
+    }
+    if (!failed) t.pass(`seed ${seed}: ${OPS} operations agree`)
+    if (LOG_FILE !== undefined) appendFileSync(LOG_FILE, `# seed ${seed}\n${log.join('\n')}\n`)
+    kernelFinal ??= snapshot(kmnt)
+    stratafsFinal ??= snapshot(smnt)
+
+    const unmountSaid = unmountFuse(smnt)
+    t.equal(unmountSaid, undefined, 'stratafs unmounts cleanly')
+    const kumount = umount(kmnt)
+    t.equal(kumount, 0, 'kernel overlay unmounts')
+
+    const ku = forgetWhiteoutLinks(snapshot(kside.upper))
+    const su = forgetWhiteoutLinks(snapshot(sside.upper))
+    const [kum, sum] = maskTimes(ku, su, mask, kernelFinal)
+    t.same(diffTrees(kum, sum, { names: ['kernel upper', 'stratafs upper'], root: false }), [],
+      `seed ${seed}: the upper directories agree (whiteouts, modes, owners, contents, xattrs)`)
+    t.same(opaqueDirs(sside.upper), opaqueDirs(kside.upper), `seed ${seed}: the same directories are opaque in both uppers`)
+
+    // Each implementation reads the other's upper.
+    const kOnS = mountKernelOverlay(t, { lowerDirs: lowers, upperDir: sside.upper, workDir: freshDir(join(base, 'w-k-on-s')) })
+    t.same(diffTrees(stratafsFinal, snapshot(kOnS), { names: ['stratafs', 'kernel on stratafs upper'], ignoreGhosts: 'b' }), [],
+      `seed ${seed}: kernel overlayfs on the stratafs upper shows what stratafs showed`)
+    const sOnK = mountStratafs(t, { lowerDirs: lowers, upperDir: kside.upper, workDir: freshDir(join(base, 'w-s-on-k')) })
+    t.same(diffTrees(kernelFinal, snapshot(sOnK), { names: ['kernel', 'stratafs on kernel upper'], ignoreGhosts: 'a' }), [],
+      `seed ${seed}: stratafs on the kernel upper shows what the kernel showed`)
+    unmountFuse(sOnK)
+    umount(kOnS)
+  })
+}
