@@ -1,4 +1,5 @@
 import type { Command } from '../command.js'
+import { benchCommands } from './bench.js'
 import { containerCommands } from './container.js'
 import { daemonCommands } from './daemon.js'
 import { imageCommands } from './image.js'
@@ -9,5 +10,6 @@ export const commands: Command[] = [
   ...daemonCommands,
   ...layerCommands,
   ...imageCommands,
-  ...containerCommands
+  ...containerCommands,
+  ...benchCommands
 ]

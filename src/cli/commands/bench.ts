@@ -1,0 +1,78 @@
+import { writeFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import cliProgress from 'cli-progress'
+import { createLogger } from '../../log.js'
+import type { CpuPin } from '../../bench/cpu-pin.js'
+import { implementations, type ImplName } from '../../bench/implementations.js'
+import { plans, type BenchPlan } from '../../bench/plan.js'
+import { runBench } from '../../bench/run.js'
+import { renderSvg } from '../../bench/svg.js'
+import { formatTable } from '../../bench/table.js'
+import { UsageError, type Command } from '../command.js'
+import { json } from '../format.js'
+
+/**
+ * `stratafs bench`: needs no daemon; it mounts stratafs the way fuse-overlayfs is mounted, next to
+ * the peers, on the same layer directories. `--tiny` (undocumented) is for the test suite.
+ */
+export const benchCommands: Command[] = [{
+  words: ['bench'],
+  usage: 'bench [--quick] [--cpu-pin same|none] [--only IMPL,...] [--json] [--svg FILE]',
+  summary: 'COW latency benchmark against kernel overlayfs, fuse-overlayfs, unionfs-fuse and a plain directory',
+  options: {
+    quick: { type: 'boolean' },
+    tiny: { type: 'boolean' },
+    'cpu-pin': { type: 'string' },
+    only: { type: 'string' },
+    json: { type: 'boolean' },
+    svg: { type: 'string' }
+  },
+  args: { min: 0, max: 0 },
+  async run (ctx) {
+    const pin = (ctx.opts['cpu-pin'] ?? 'same') as string
+    if (pin !== 'same' && pin !== 'none') throw new UsageError('--cpu-pin takes same or none')
+    const names = implementations.map(i => i.name)
+    let only: ImplName[] | undefined
+    if (typeof ctx.opts.only === 'string') {
+      only = ctx.opts.only.split(',').filter(n => n !== '') as ImplName[]
+      const unknown = only.filter(n => !names.includes(n))
+      if (unknown.length > 0) throw new UsageError(`--only: unknown ${unknown.join(', ')} (known: ${names.join(', ')})`)
+    }
+    const plan: BenchPlan = ctx.opts.tiny === true ? plans.tiny : ctx.opts.quick === true ? plans.quick : plans.full
+    const svgPath = resolve(typeof ctx.opts.svg === 'string' ? ctx.opts.svg : 'bench.svg')
+    const log = createLogger(process.env.STRATAFS_LOG ?? 'warn').child({ sub: 'bench' })
+    const bar = process.stderr.isTTY
+      ? new cliProgress.SingleBar({ format: ' {bar} {value}/{total} | {label}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
+      : undefined
+    const abort = new AbortController()
+    const interrupt = (): void => {
+      // A second Ctrl-C while cleanup is still running is not allowed to cut it short.
+      if (!abort.signal.aborted) process.stderr.write('\nstratafs bench: interrupted, unmounting\n')
+      abort.abort()
+    }
+    process.on('SIGINT', interrupt)
+    process.on('SIGTERM', interrupt)
+    let report
+    try {
+      report = await runBench({
+        plan,
+        cpuPin: pin as CpuPin,
+        only,
+        log,
+        signal: abort.signal,
+        onStep: (done, total, label) => {
+          if (bar === undefined) return
+          if (done === 1) bar.start(total, 0, { label })
+          bar.update(done, { label })
+        }
+      })
+    } finally {
+      bar?.stop()
+      process.off('SIGINT', interrupt)
+      process.off('SIGTERM', interrupt)
+    }
+    writeFileSync(svgPath, renderSvg(report))
+    if (ctx.opts.json === true) return ctx.out(json({ ...report, svg: svgPath }))
+    ctx.out(formatTable(report) + `chart: ${svgPath}\n`)
+  }
+}]
