@@ -364,5 +364,5 @@ export class OpGenerator {
 
 export function describeOp (op: Op): string {
   const { kind, ...rest } = op
-  return `${kind} ${JSON.stringify(rest)}`
+  return `${kind} ${JSON.stringify(rest, (key, v: unknown) => key === 'mode' && typeof v === 'number' ? `0${v.toString(8)}` : v)}`
 }
