@@ -8,7 +8,7 @@ import { type Attr, type Caller, lowerIno, toAttr } from './attr.js'
 import { CopyUp } from './copy-up.js'
 import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
 import { S_ISGID, isDirMode, isLinkMode } from './mode.js'
-import { Upper, isPrivateXattr, parentOf } from './upper.js'
+import { Upper, baseName, isPrivateXattr, parentOf } from './upper.js'
 
 export interface OverlayOptions {
   lower: LowerIndex
@@ -24,7 +24,23 @@ interface Resolved {
   upper?: Stat
   /** The lower entry the name shows, when it is lower-only or a merged directory. */
   lower?: IndexEntry
+  /** Set for a file unlinked while open: where it lives now. */
+  hidden?: Hidden
 }
+
+/**
+ * A file unlinked while open. libfuse 2 keeps such a file reachable by renaming it to
+ * `.fuse_hidden*` (with `hard_remove` it would lose it instead, and fstat would fail): we move it
+ * out of the upper into the work directory, so the merged view and the upper never show it.
+ */
+interface Hidden {
+  real: string
+  ino: number
+  /** False for a lower file: it stays where it is and is read-only. */
+  owned: boolean
+}
+
+const HIDDEN_PREFIX = '.fuse_hidden'
 
 interface Handle {
   fd: number
@@ -64,6 +80,7 @@ export class Overlay {
   private readonly upper: Upper | undefined
   private readonly copyUp: CopyUp | undefined
   private readonly handles = new Map<number, Handle>()
+  private readonly hidden = new Map<string, Hidden>()
   private readonly log: Logger
 
   constructor (opts: OverlayOptions) {
@@ -221,10 +238,9 @@ export class Overlay {
   }
 
   async truncate (path: string, size: number): Promise<void> {
-    const { upper, copyUp } = this.writable()
-    this.resolve(path)
-    await copyUp.file(path, size > 0)
-    fs.truncateSync(upper.real(path), size)
+    const { copyUp } = this.writable()
+    if (!this.hidden.has(path)) await copyUp.file(path, size > 0)
+    fs.truncateSync(await this.modify(path), size)
   }
 
   async chmod (path: string, mode: number): Promise<void> {
@@ -276,6 +292,12 @@ export class Overlay {
 
   async unlink (path: string): Promise<void> {
     const { upper, copyUp } = this.writable()
+    const hidden = this.hidden.get(path)
+    if (hidden !== undefined) {
+      this.hidden.delete(path)
+      if (hidden.owned) fs.unlinkSync(hidden.real)
+      return
+    }
     await copyUp.settle(path)
     const r = this.resolve(path)
     if (isDirMode(r.attr.mode)) throw new StrataError('EISDIR', `${path}: is a directory`)
@@ -317,6 +339,10 @@ export class Overlay {
 
   async rename (src: string, dst: string): Promise<void> {
     const { upper, copyUp } = this.writable()
+    if (baseName(dst).startsWith(HIDDEN_PREFIX)) {
+      await this.hide(src, dst)
+      return
+    }
     await copyUp.settle(src)
     await copyUp.settle(dst)
     const from = this.resolve(src)
@@ -360,6 +386,23 @@ export class Overlay {
     if (srcIsDir) upper.forgetDirs()
   }
 
+  private async hide (path: string, hiddenPath: string): Promise<void> {
+    const { upper, copyUp } = this.writable()
+    await copyUp.settle(path)
+    const r = this.resolve(path)
+    if (isDirMode(r.attr.mode)) throw new StrataError('EISDIR', `${path}: is a directory`)
+    const needsWhiteout = this.lowerOf(path) !== undefined
+    if (r.upper !== undefined) {
+      const tmp = upper.tmpName()
+      sys.renameat2(upper.real(path), tmp, needsWhiteout ? sys.RENAME_WHITEOUT : 0)
+      this.hidden.set(hiddenPath, { real: tmp, ino: r.attr.ino, owned: true })
+      return
+    }
+    this.hidden.set(hiddenPath, { real: this.realOf(path, r), ino: r.attr.ino, owned: false })
+    copyUp.dirs(parentOf(path))
+    upper.makeWhiteout(upper.real(path))
+  }
+
   /** Resolves a path of the merged view, or throws ENOENT. */
   resolve (path: string): Resolved {
     const r = this.resolveOrUndefined(path)
@@ -368,6 +411,11 @@ export class Overlay {
   }
 
   private resolveOrUndefined (path: string): Resolved | undefined {
+    const hidden = this.hidden.get(path)
+    if (hidden !== undefined) {
+      const st = sys.lstat(hidden.real)
+      return { attr: toAttr(st, hidden.ino), upper: st, hidden }
+    }
     const upper = this.upper
     if (upper === undefined) return this.fromLower(this.lower.lookup(path))
     const st = path === '/' || upper.dirAt(parentOf(path)) !== null ? upper.stat(path) : undefined
@@ -417,6 +465,7 @@ export class Overlay {
   }
 
   private realOf (path: string, r: Resolved): string {
+    if (r.hidden !== undefined) return r.hidden.real
     if (r.upper !== undefined && this.upper !== undefined) return this.upper.real(path)
     if (r.lower !== undefined) return this.lower.realPath(path, r.lower)
     throw new StrataError('ENOENT', `${path}: no such file or directory`)
@@ -430,7 +479,11 @@ export class Overlay {
   /** Copies `path` up (the triggers of design §2 item 5) and returns its upper path. */
   private async modify (path: string): Promise<string> {
     const { upper, copyUp } = this.writable()
-    this.resolve(path)
+    const { hidden } = this.resolve(path)
+    if (hidden !== undefined) {
+      if (!hidden.owned) throw new StrataError('EROFS', `${path}: an unlinked lower file cannot change`)
+      return hidden.real
+    }
     await copyUp.file(path)
     return upper.real(path)
   }
