@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, lstatSync 
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { gzipSync } from 'node:zlib'
+import { randomBytes } from 'node:crypto'
 import tar from 'tar-stream'
 import { cliMain, runCli, startDaemon, type CliResult, type Daemon } from './lib/daemon.js'
 import { buildLayer } from './lib/layer-builder.js'
@@ -13,7 +14,7 @@ import { buildLayer } from './lib/layer-builder.js'
  * non-zero exit, write nothing outside the store, and leave the store working.
  */
 
-interface TarEntry { name: string; type?: 'file' | 'directory' | 'symlink' | 'link'; linkname?: string; content?: string }
+interface TarEntry { name: string; type?: 'file' | 'directory' | 'symlink' | 'link'; linkname?: string; content?: string | Buffer }
 
 async function makeTar (entries: TarEntry[]): Promise<Buffer> {
   const pack = tar.pack()
@@ -71,7 +72,6 @@ t.test('hostile and broken layer tars', async (t) => {
   const d = await startDaemon(t)
   // Targets the tars aim at live next to the store, so escaping writes would land where we look.
   const sentinel = d.dir('sentinel')
-  const before = listing(d.base, ['root/db'])
   const cases: Array<[string, () => Promise<Buffer>, RegExp?]> = [
     ['a ../ path', () => makeTar([{ name: 'ok.txt', content: 'ok' }, { name: `../../${relative(d.base, sentinel)}/dotdot`, content: 'escaped' }])],
     ['a ../ path inside a name', () => makeTar([{ name: 'a/../../escape', content: 'escaped' }])],
@@ -86,19 +86,23 @@ t.test('hostile and broken layer tars', async (t) => {
       return whole.subarray(0, 20_000)
     }],
     ['garbage instead of gzip', async () => Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), Buffer.alloc(4000, 0x5a)])],
-    ['a truncated gzip', async () => gzipSync(await makeTar([{ name: 'f', content: 'y'.repeat(50_000) }])).subarray(0, 300)],
+    ['a truncated gzip', async () => {
+      const whole = gzipSync(await makeTar([{ name: 'f', content: randomBytes(50_000) }]))
+      return whole.subarray(0, whole.length / 2)
+    }],
     ['garbage that is no tar at all', async () => Buffer.from('this is not a tar archive\n'.repeat(100))]
   ]
   for (const [what, make, pattern] of cases) {
     await t.test(what, async (t) => {
       const file = join(d.dir('tar'), 'layer.tar')
       writeFileSync(file, await make())
+      const before = listing(d.base, ['root/db'])
       oneClearLine(t, await d.cli(['layer', 'import', file]), what, pattern)
       t.same(readdirSync(sentinel), [], 'nothing written into the sentinel dir')
       t.notOk(existsSync(join(d.base, 'escape')) || existsSync(join(d.root, 'escape')) || existsSync('/etc/escaped'), 'nothing escaped')
       const now = listing(d.base, ['root/db'])
-      const added = now.filter((p) => !before.includes(p) && !/^(tar|good|sentinel)-\d+(\/|$)/.test(p))
-      t.same(added.filter((p) => !p.startsWith('root/tmp/') && p !== 'root/tmp'), [], 'no new files in the store or next to it')
+      t.same(now.filter((p) => !before.includes(p)), [], 'no new files in the store or next to it')
+      t.same(before.filter((p) => !now.includes(p)), [], 'nothing removed either')
       t.same(existsSync(join(d.root, 'tmp')) ? readdirSync(join(d.root, 'tmp')) : [], [], 'no staging left behind')
       await storeStillWorks(t, d)
     })
