@@ -13,7 +13,7 @@ export async function resolveOutsideMounts (path: string, ownMounts: () => Itera
   if (typeof path !== 'string' || !isAbsolute(path)) throw new StrataError('BAD_REQUEST', `${what} must be an absolute path`)
   const guard = (p: string): void => {
     for (const mp of ownMounts()) {
-      if (p === mp) throw new StrataError('CONFLICT', `${what} ${path} is already a stratafs mountpoint`)
+      if (p === mp && resolve(path) === mp) throw new StrataError('CONFLICT', `${what} ${path} is already a stratafs mountpoint`)
       if (isAtOrBelow(p, mp)) throw new StrataError('BAD_REQUEST', `${what} ${path} is inside the stratafs mount ${mp}; the daemon cannot use its own mounts`)
     }
   }

@@ -1,5 +1,3 @@
-import { createLogger } from '../../log.js'
-import { startDaemon } from '../../daemon/daemon.js'
 import type { Command } from '../command.js'
 
 /**
@@ -12,6 +10,8 @@ export const daemonCommands: Command[] = [{
   summary: 'run the daemon (foreground; logs on stderr)',
   args: { min: 0, max: 0 },
   async run (ctx) {
+    // Loaded here so the other commands start without the store, FUSE and LevelDB bindings.
+    const [{ createLogger }, { startDaemon }] = await Promise.all([import('../../log.js'), import('../../daemon/daemon.js')])
     const root = createLogger()
     const log = root.child({ sub: 'daemon' })
     const daemon = await startDaemon({ root: ctx.root, socket: ctx.socket, log: root })
