@@ -15,7 +15,7 @@ const IGNORED = new Set([
   'volatile', 'rw', 'ro', 'dev', 'nodev', 'suid', 'nosuid', 'exec', 'noexec', 'atime', 'noatime',
   'relatime', 'strictatime', 'diratime', 'nodiratime', 'auto', 'noauto', 'user', 'nouser', 'defaults',
   'async', 'sync', 'fsync', 'noacl', 'xattr_permissions', 'squash_to_root', 'squash_to_uid',
-  'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'metacopy', 'xino', 'uidmapping',
+  'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'xino', 'uidmapping',
   'gidmapping', 'timeout', 'threaded', 'plugins', 'context', 'fscontext', 'defcontext', 'rootcontext',
   'allow_other', 'allow_root', 'default_permissions', 'userxattr', 'nfs_export', 'debug'
 ])
@@ -26,6 +26,7 @@ interface OverlayArgs {
   upperDir?: string
   workDir?: string
   mountpoint: string
+  metacopy: boolean
   ignored: string[]
   readyFd?: number
 }
@@ -51,7 +52,7 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     if (item === '') continue
     const eq = item.indexOf('=')
     const key = eq < 0 ? item : item.slice(0, eq)
-    if (key === 'lowerdir' || key === 'upperdir' || key === 'workdir') values.set(key, item.slice(eq + 1))
+    if (key === 'lowerdir' || key === 'upperdir' || key === 'workdir' || key === 'metacopy') values.set(key, item.slice(eq + 1))
     else if (IGNORED.has(key)) ignored.push(item)
     else throw new UsageError(`unknown option ${key}\n${OVERLAY_USAGE}`)
   }
@@ -69,6 +70,7 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     upperDir: upperDir === undefined ? undefined : resolve(upperDir),
     workDir: workDir === undefined ? undefined : resolve(workDir),
     mountpoint: resolve(positional[positional.length - 1]),
+    metacopy: values.get('metacopy') === 'on',
     ignored,
     readyFd
   }
@@ -91,6 +93,7 @@ export async function runOverlay (argv: string[]): Promise<number> {
       lowerDirs: args.lowerDirs,
       upper: args.upperDir !== undefined && args.workDir !== undefined ? { upperDir: args.upperDir, workDir: args.workDir } : undefined,
       mountpoint: args.mountpoint,
+      metacopy: args.metacopy,
       log
     })
   } catch (err) {

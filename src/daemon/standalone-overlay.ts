@@ -8,6 +8,7 @@ export interface StandaloneSpec {
   /** Bottom first. */
   lowerDirs: string[]
   upper?: { upperDir: string; workDir: string }
+  metacopy: boolean
   mountpoint: string
   log: Logger
 }
@@ -33,6 +34,7 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
     layerDirs: spec.lowerDirs,
     lower,
     upper: spec.upper,
+    metacopy: spec.metacopy,
     log: spec.log,
     name: 'overlay'
   })

@@ -10,6 +10,7 @@ export interface MountSpec {
   layerDirs: string[]
   lower: LowerIndex
   upper?: { upperDir: string; workDir: string }
+  metacopy?: boolean
   log: Logger
   name: string
 }
@@ -49,7 +50,7 @@ function fuseOptions (spec: MountSpec): Record<string, unknown> {
 /** Mounts a stack through FUSE; resolves once the kernel has completed its handshake with us. */
 export async function mountOverlay (spec: MountSpec): Promise<OverlayMount> {
   const log = spec.log.child({ mount: spec.mountpoint })
-  const overlay = new Overlay({ lower: spec.lower, upper: spec.upper, log })
+  const overlay = new Overlay({ lower: spec.lower, upper: spec.upper, metacopy: spec.metacopy, log })
   let fuse: Fuse | undefined
   const ops = operations(overlay, () => fuse?.caller, log)
   const mounted = fuse = new Fuse(spec.mountpoint, ops, fuseOptions(spec))

@@ -2,10 +2,20 @@ import fs from 'node:fs'
 import type { Logger } from 'pino'
 import { StrataError } from '../errors.js'
 import * as sys from '../sys/index.js'
+import type { Stat } from '../sys/index.js'
 import { lowerIno } from './attr.js'
 import type { IndexEntry, LowerIndex } from './lower-index.js'
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from './mode.js'
 import { type Upper, isPrivateXattr, parentOf } from './upper.js'
+
+/**
+ * How much of a file a change needs in the upper: everything, nothing of its data (it is about
+ * to be truncated to zero), or only its metadata (chmod, chown, utimens, xattrs) when metacopy is
+ * on, the data following on the first data write.
+ */
+export type CopyNeed = 'data' | 'none' | 'meta'
+
+export const METACOPY_XATTR = 'trusted.overlay.metacopy'
 
 /**
  * Copies lower names into the upper on their first modification. Parents go first, top-down;
@@ -17,28 +27,71 @@ export class CopyUp {
   private readonly inflight = new Map<string, Promise<void>>()
   /** Upper inode → the lower inode number the merged view showed before the copy-up. */
   readonly inoOf = new Map<number, number>()
+  /** Upper inode → whether it is a metadata-only copy whose data is still the lower file's. */
+  private readonly metaOnly = new Map<number, boolean>()
 
   constructor (
     private readonly lower: LowerIndex,
     private readonly upper: Upper,
-    private readonly log: Logger
+    private readonly log: Logger,
+    /** Kernel overlayfs's `metacopy=on`, in its on-disk format. */
+    private readonly metacopy: boolean
   ) {}
 
   /**
-   * Makes `path` exist in the upper. `data: false` skips the file's data for callers that are
-   * about to truncate it to zero anyway. Concurrent callers for one path share one copy-up.
+   * Makes `path` exist in the upper with what `need` asks of it. Concurrent callers for one path
+   * share one copy-up.
    */
-  async file (path: string, data = true): Promise<void> {
+  async file (path: string, need: CopyNeed = 'data'): Promise<void> {
     await this.settle(path)
     const st = this.upper.stat(path)
-    if (st !== undefined && !this.upper.isWhiteout(st)) return
+    if (st !== undefined && !this.upper.isWhiteout(st)) {
+      if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, this.completeData(path, st, need === 'data'))
+      return
+    }
     const entry = this.lower.lookup(path)
     if (entry === undefined) throw new StrataError('ENOENT', `${path}: not in the lower layers`)
     if ((entry.attr.mode & S_IFMT) === S_IFDIR) {
       this.dirs(path)
       return
     }
-    const job = this.node(path, entry, data)
+    const how = need === 'meta' && !(this.metacopy && (entry.attr.mode & S_IFMT) === S_IFREG && entry.attr.size > 0) ? 'data' : need
+    await this.track(path, this.node(path, entry, how))
+  }
+
+  /** Whether the upper file at `path` is a metadata-only copy, reading its xattr once per inode. */
+  isMetacopy (path: string, st: Stat): boolean {
+    if (!this.metacopy || (st.mode & S_IFMT) !== S_IFREG) return false
+    let known = this.metaOnly.get(st.ino)
+    if (known === undefined) {
+      known = sys.lgetxattr(this.upper.real(path), METACOPY_XATTR) !== undefined
+      this.metaOnly.set(st.ino, known)
+    }
+    return known
+  }
+
+  /** Where the data of a metadata-only copy is: the lower file at the same path. */
+  dataPath (path: string): string {
+    const entry = this.lower.lookup(path)
+    if (entry === undefined) throw new StrataError('EIO', `${path}: metacopy without lower data`)
+    return this.lower.realPath(path, entry)
+  }
+
+  /**
+   * Gives a metadata-only copy its data, in place: the xattr goes last, so until the copy is
+   * whole, readers (and a crash) still see the lower data. Its times stay those it showed.
+   */
+  private async completeData (path: string, st: Stat, data: boolean): Promise<void> {
+    const real = this.upper.real(path)
+    if (data) {
+      await copyInto(this.dataPath(path), real, st.size, fs.constants.O_WRONLY)
+      sys.lutimens(real, st.atime, st.mtime)
+    }
+    sys.lremovexattr(real, METACOPY_XATTR)
+    this.metaOnly.set(st.ino, false)
+  }
+
+  private async track (path: string, job: Promise<void>): Promise<void> {
     this.inflight.set(path, job)
     try {
       await job
@@ -70,29 +123,35 @@ export class CopyUp {
     this.upper.noteDir(path, false)
   }
 
-  private async node (path: string, entry: IndexEntry, data: boolean): Promise<void> {
+  private async node (path: string, entry: IndexEntry, need: CopyNeed): Promise<void> {
     this.dirs(parentOf(path))
     const src = this.lower.realPath(path, entry)
     const tmp = this.upper.tmpName()
     const type = entry.attr.mode & S_IFMT
     try {
-      if (type === S_IFREG) {
-        await copyFile(src, tmp, data ? entry.attr.size : 0)
+      if (type === S_IFREG && need === 'meta') {
+        // The kernel's metacopy format: the full size, no data, the marker xattr.
+        fs.closeSync(fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600))
+        fs.truncateSync(tmp, entry.attr.size)
+        sys.lsetxattr(tmp, METACOPY_XATTR, Buffer.alloc(0))
+      } else if (type === S_IFREG) {
+        await copyInto(src, tmp, need === 'data' ? entry.attr.size : 0, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL)
       } else if (type === S_IFLNK) {
         fs.symlinkSync(entry.target ?? fs.readlinkSync(src), tmp)
       } else {
         sys.mknod(tmp, entry.attr.mode & S_IFMT, entry.attr.rdev)
       }
-      this.finish(path, entry, tmp)
+      const ino = this.finish(path, entry, tmp)
+      this.metaOnly.set(ino, type === S_IFREG && need === 'meta')
     } catch (err) {
       fs.rmSync(tmp, { force: true })
       throw err
     }
-    this.log.debug({ path, data }, 'copied up')
+    this.log.debug({ path, need }, 'copied up')
   }
 
-  /** Gives `tmp` the lower entry's metadata, then renames it to `path` in the upper. */
-  private finish (path: string, entry: IndexEntry, tmp: string): void {
+  /** Gives `tmp` the lower entry's metadata, renames it to `path` in the upper: its inode. */
+  private finish (path: string, entry: IndexEntry, tmp: string): number {
     const { attr } = entry
     const src = this.lower.realPath(path, entry)
     for (const name of sys.llistxattr(src)) {
@@ -111,13 +170,14 @@ export class CopyUp {
     sys.lutimens(parent, pst.atime, pst.mtime)
     const st = sys.lstat(this.upper.real(path))
     this.inoOf.set(st.ino, lowerIno(entry.layer, attr.ino))
+    return st.ino
   }
 }
 
-async function copyFile (src: string, dst: string, size: number): Promise<void> {
+async function copyInto (src: string, dst: string, size: number, flags: number): Promise<void> {
   const from = fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NOATIME)
   try {
-    const to = fs.openSync(dst, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600)
+    const to = fs.openSync(dst, flags, 0o600)
     try {
       if (size > 0) await sys.copyData(from, to, size)
     } finally {

@@ -5,7 +5,7 @@ import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
 import type { Timespec } from '../layers/entry.js'
 import { type Attr, type Caller, lowerIno, toAttr } from './attr.js'
-import { CopyUp } from './copy-up.js'
+import { CopyUp, type CopyNeed } from './copy-up.js'
 import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
 import { S_ISGID, isDirMode, isLinkMode } from './mode.js'
 import { Upper, baseName, isPrivateXattr, parentOf } from './upper.js'
@@ -14,6 +14,8 @@ export interface OverlayOptions {
   lower: LowerIndex
   /** Without an upper the view is read-only and every change answers EROFS. */
   upper?: { upperDir: string; workDir: string }
+  /** Copy up metadata only on chmod/chown/utimens/xattr changes, as kernel `metacopy=on`. */
+  metacopy?: boolean
   log: Logger
 }
 
@@ -88,7 +90,7 @@ export class Overlay {
     this.log = opts.log
     if (opts.upper !== undefined) {
       this.upper = new Upper(opts.upper.upperDir, opts.upper.workDir)
-      this.copyUp = new CopyUp(this.lower, this.upper, this.log)
+      this.copyUp = new CopyUp(this.lower, this.upper, this.log, opts.metacopy === true)
     }
   }
 
@@ -183,13 +185,13 @@ export class Overlay {
   async open (path: string, flags: number): Promise<number> {
     const r = this.resolve(path)
     if ((flags & O_ACCMODE) === O_RDONLY && (flags & O_TRUNC) === 0) {
-      const fd = r.upper !== undefined
+      const fd = r.upper !== undefined && r.hidden === undefined && this.copyUp?.isMetacopy(path, r.upper) !== true
         ? fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW)
-        : fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW | O_NOATIME)
+        : fs.openSync(this.dataOf(path, r), O_RDONLY | O_NOFOLLOW | O_NOATIME)
       return this.addHandle(fd, r.attr.ino)
     }
     const { upper, copyUp } = this.writable()
-    await copyUp.file(path, (flags & O_TRUNC) === 0)
+    await copyUp.file(path, (flags & O_TRUNC) === 0 ? 'data' : 'none')
     // The kernel sends explicit offsets for appends, so O_APPEND stays off the real descriptor.
     const fd = fs.openSync(upper.real(path), O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | O_SYNC | O_DSYNC)))
     return this.addHandle(fd, r.attr.ino)
@@ -238,35 +240,33 @@ export class Overlay {
   }
 
   async truncate (path: string, size: number): Promise<void> {
-    const { copyUp } = this.writable()
-    if (!this.hidden.has(path)) await copyUp.file(path, size > 0)
-    fs.truncateSync(await this.modify(path), size)
+    fs.truncateSync(await this.modify(path, size > 0 ? 'data' : 'none'), size)
   }
 
   async chmod (path: string, mode: number): Promise<void> {
-    const real = await this.modify(path)
+    const real = await this.modify(path, 'meta')
     fs.chmodSync(real, mode & 0o7777)
   }
 
   async chown (path: string, uid: number, gid: number): Promise<void> {
-    const real = await this.modify(path)
+    const real = await this.modify(path, 'meta')
     fs.lchownSync(real, uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid)
   }
 
   async utimens (path: string, atime: Timespec, mtime: Timespec): Promise<void> {
-    const real = await this.modify(path)
+    const real = await this.modify(path, 'meta')
     sys.lutimens(real, atime, mtime)
   }
 
   async setxattr (path: string, name: string, value: Buffer, flags: number): Promise<void> {
     if (isPrivateXattr(name)) throw new StrataError('EPERM', `${name} belongs to the overlay`)
-    const real = await this.modify(path)
+    const real = await this.modify(path, 'meta')
     sys.lsetxattr(real, name, value, flags)
   }
 
   async removexattr (path: string, name: string): Promise<void> {
     if (isPrivateXattr(name)) throw new StrataError('EPERM', `${name} belongs to the overlay`)
-    const real = await this.modify(path)
+    const real = await this.modify(path, 'meta')
     if (sys.lgetxattr(real, name) === undefined) throw new StrataError('ENODATA', `${path}: no xattr ${name}`)
     sys.lremovexattr(real, name)
   }
@@ -471,20 +471,26 @@ export class Overlay {
     throw new StrataError('ENOENT', `${path}: no such file or directory`)
   }
 
+  /** The file holding a name's data: the lower file for lower names and metadata-only copies. */
+  private dataOf (path: string, r: Resolved): string {
+    if (r.upper !== undefined && r.hidden === undefined && this.copyUp !== undefined) return this.copyUp.dataPath(path)
+    return this.realOf(path, r)
+  }
+
   private writable (): { upper: Upper, copyUp: CopyUp } {
     if (this.upper === undefined || this.copyUp === undefined) throw new StrataError('EROFS', 'read-only mount')
     return { upper: this.upper, copyUp: this.copyUp }
   }
 
   /** Copies `path` up (the triggers of design §2 item 5) and returns its upper path. */
-  private async modify (path: string): Promise<string> {
+  private async modify (path: string, need: CopyNeed): Promise<string> {
     const { upper, copyUp } = this.writable()
     const { hidden } = this.resolve(path)
     if (hidden !== undefined) {
       if (!hidden.owned) throw new StrataError('EROFS', `${path}: an unlinked lower file cannot change`)
       return hidden.real
     }
-    await copyUp.file(path)
+    await copyUp.file(path, need)
     return upper.real(path)
   }
 
