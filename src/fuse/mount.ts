@@ -27,12 +27,13 @@ const CACHE_SECONDS = 86400
 /**
  * libfuse options fuse-native has no key for ride along in `fsname`, which it passes inside the
  * one `-o` string: inode numbers are ours (use_ino), writes come 128 KiB at a time (big_writes) and
- * repeated misses stay in the kernel (negative_timeout). No hard_remove: libfuse then loses the
+ * repeated misses stay in the kernel (negative_timeout), a non-empty mountpoint is accepted as the
+ * kernel accepts it (nonempty). No hard_remove: libfuse then loses the
  * path of a file unlinked while open and fstat on it fails; the overlay hides those files instead.
  */
 function fuseOptions (spec: MountSpec): Record<string, unknown> {
   const extra = [
-    'use_ino', 'big_writes', 'auto_cache',
+    'use_ino', 'big_writes', 'auto_cache', 'nonempty',
     `entry_timeout=${CACHE_SECONDS}`, `attr_timeout=${CACHE_SECONDS}`, `negative_timeout=${CACHE_SECONDS}`
   ]
   if (spec.upper === undefined) extra.push('ro')
