@@ -13,7 +13,7 @@ header () { printf '\n== %s ==\n' "$*"; }
 # Show a command, then run it.
 show () { printf '$ %s\n' "$*"; "$@"; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/stratafs-demo.XXXXXX")
+WORK=$(mktemp -d -t stratafs-demo.XXXXXX)
 export STRATAFS_ROOT=$WORK/root
 SRC=$WORK/src
 MNT=$WORK/mnt
@@ -23,7 +23,8 @@ MOUNTS=()
 
 cleanup () {
   local status=$?
-  trap - EXIT INT TERM
+  trap - EXIT
+  trap "" INT TERM
   set +e
   for mp in "${MOUNTS[@]}"; do
     if mountpoint -q "$mp"; then
@@ -82,7 +83,8 @@ step_build_layers () {
 step_start_daemon () {
   header "starting the daemon (root $STRATAFS_ROOT, logs in $LOG)"
   mkdir -p "$STRATAFS_ROOT"
-  stratafs daemon --root "$STRATAFS_ROOT" >"$LOG" 2>&1 &
+  # node itself, not the stratafs function: $! must be the daemon's pid for the trap to stop it.
+  node "$REPO/dist/cli/main.js" daemon --root "$STRATAFS_ROOT" >"$LOG" 2>&1 &
   DAEMON_PID=$!
   for _ in $(seq 100); do
     stratafs image ls >/dev/null 2>&1 && { echo "daemon up, pid $DAEMON_PID"; return; }
@@ -128,7 +130,40 @@ step_readonly_mount () {
   stratafs umount "$MNT"
 }
 
-DEMO_STEPS=(step_build_layers step_start_daemon step_import step_readonly_mount)
+step_copy_on_write () {
+  local c1=$WORK/c1 c2=$WORK/c2
+  mkdir -p "$c1" "$c2"
+  header "two containers of demo:1: stratafs mount demo:1 $c1 --name web1; … $c2 --name web2"
+  stratafs mount demo:1 "$c1" --name web1
+  MOUNTS+=("$c1")
+  stratafs mount demo:1 "$c2" --name web2
+  MOUNTS+=("$c2")
+  header "writing through web1: a lower file changed (copy-up), one added, one removed"
+  show sh -c "echo 'PORT=9090' >> '$c1/etc/app.env'"
+  show sh -c "echo 'hello' > '$c1/app/new.txt'"
+  show rm "$c1/etc/passwd"
+  header "cat etc/app.env through web1, then through web2 (unchanged there)"
+  cat "$c1/etc/app.env"
+  echo '--'
+  cat "$c2/etc/app.env"
+  header 'stratafs ps'
+  stratafs ps
+  header 'stratafs diff web1'
+  stratafs diff web1
+  header 'stratafs commit web1 demo:2 --message "port 9090"'
+  stratafs commit web1 demo:2 --message 'port 9090'
+  header 'stratafs image ls'
+  stratafs image ls
+  header 'stratafs image history demo:2'
+  stratafs image history demo:2
+  header 'unmounting and removing both containers'
+  stratafs umount "$c1"
+  stratafs umount "$c2"
+  stratafs rm web1
+  stratafs rm web2
+}
+
+DEMO_STEPS=(step_build_layers step_start_daemon step_import step_readonly_mount step_copy_on_write)
 
 for step in "${DEMO_STEPS[@]}"; do "$step"; done
 header 'done'
