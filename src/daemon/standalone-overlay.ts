@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync, realpathSync, statSync } from 'node:fs'
 import { StrataError } from '../errors.js'
 import type { Logger } from 'pino'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
@@ -26,12 +26,14 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
       throw new StrataError('NOT_FOUND', `${what} ${dir} is not a directory`)
     }
   }
+  // A layer given as a symlink is followed, as kernel overlayfs follows it.
+  const lowerDirs = spec.lowerDirs.map(d => realpathSync(d))
   const started = performance.now()
-  const lower = await LowerIndex.build(spec.lowerDirs)
-  spec.log.info({ layers: spec.lowerDirs.length, entries: lower.size, ms: Math.round(performance.now() - started) }, 'lower index built')
+  const lower = await LowerIndex.build(lowerDirs)
+  spec.log.info({ layers: lowerDirs.length, entries: lower.size, ms: Math.round(performance.now() - started) }, 'lower index built')
   const mount = await mountOverlay({
     mountpoint: spec.mountpoint,
-    layerDirs: spec.lowerDirs,
+    layerDirs: lowerDirs,
     lower,
     upper: spec.upper,
     metacopy: spec.metacopy,
