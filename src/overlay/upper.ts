@@ -2,9 +2,8 @@ import fs from 'node:fs'
 import { errorCode } from '../errors.js'
 import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
-import { S_IFCHR, isDirMode, isWhiteout } from './mode.js'
-
-const OPAQUE = 'trusted.overlay.opaque'
+import { OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, isKernelWhiteout, isOpaqueValue, makeWhiteout, markOpaque } from '../layers/whiteout.js'
+import { isDirMode } from './mode.js'
 
 /**
  * The writable directory of a container and its work directory, in the kernel's format:
@@ -57,7 +56,7 @@ export class Upper {
     if (path === '/' || parent !== null) {
       const st = this.stat(path)
       if (st !== undefined && isDirMode(st.mode)) {
-        state = { opaque: path !== '/' && isOpaqueValue(sys.lgetxattr(this.real(path), OPAQUE)) }
+        state = { opaque: path !== '/' && isOpaqueValue(sys.lgetxattr(this.real(path), OPAQUE_XATTR)) }
       }
     }
     this.dirState.set(path, state)
@@ -74,20 +73,17 @@ export class Upper {
   }
 
   isWhiteout (st: Stat | undefined): boolean {
-    return st !== undefined && isWhiteout(st.mode, st.rdev)
+    return st !== undefined && isKernelWhiteout(st.mode, st.rdev)
   }
 
+  /** Mode 0000, as the kernel makes its whiteouts. */
   makeWhiteout (real: string): void {
-    sys.mknod(real, S_IFCHR, 0)
+    makeWhiteout(real, 0)
   }
 
   setOpaque (real: string): void {
-    sys.lsetxattr(real, OPAQUE, Buffer.from('y'))
+    markOpaque(real)
   }
-}
-
-export function isOpaqueValue (value: Buffer | undefined): boolean {
-  return value !== undefined && value.length === 1 && value[0] === 0x79
 }
 
 export function parentOf (path: string): string {
@@ -100,4 +96,4 @@ export function baseName (path: string): string {
 }
 
 /** Overlay-private xattrs are the overlay's bookkeeping, never part of a file's visible state. */
-export const isPrivateXattr = (name: string): boolean => name.startsWith('trusted.overlay.')
+export const isPrivateXattr = (name: string): boolean => name.startsWith(OVERLAY_XATTR_PREFIX)
