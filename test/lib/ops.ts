@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
 import {
-  appendFileSync, chmodSync, closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lchownSync, linkSync, mkdirSync,
+  chmodSync, closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lchownSync, linkSync, mkdirSync,
   openSync, readdirSync, readFileSync, readSync, renameSync, rmdirSync, statfsSync, symlinkSync, truncateSync,
-  unlinkSync, writeFileSync, writeSync, type Dirent
+  unlinkSync, writeSync, type Dirent
 } from 'node:fs'
 import { join } from 'node:path'
 import { errorCode } from '../../src/errors.js'
@@ -74,6 +74,8 @@ export function content (tag: number, size: number): Buffer {
   return buf
 }
 
+const { O_APPEND, O_CREAT, O_EXCL, O_NONBLOCK, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } = constants
+
 const dataSize = (tag: number): number => [0, 1, 17, 4096, 5000, 70_000][tag % 6]!
 
 const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex').slice(0, 16)
@@ -81,6 +83,19 @@ const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 function parentOf (path: string): string {
   const i = path.lastIndexOf('/')
   return i < 0 ? '' : path.slice(0, i)
+}
+
+/**
+ * Every open is non-blocking: the trees hold fifos, and opening one for writing would otherwise
+ * wait for a reader forever. Regular files ignore the flag.
+ */
+function writeThrough (path: string, flags: number, data: Buffer, mode: number): void {
+  const fd = openSync(path, flags | O_NONBLOCK, mode)
+  try {
+    writeSync(fd, data)
+  } finally {
+    closeSync(fd)
+  }
 }
 
 /**
@@ -94,10 +109,10 @@ export function applyOp (root: string, op: Op): string {
   try {
     switch (op.kind) {
       case 'create':
-        writeFileSync(p, content(op.data, dataSize(op.data)), { flag: op.exclusive ? 'wx' : 'w', mode: op.mode })
+        writeThrough(p, O_WRONLY | O_CREAT | O_TRUNC | (op.exclusive ? O_EXCL : 0), content(op.data, dataSize(op.data)), op.mode)
         return 'ok'
       case 'write': {
-        const fd = openSync(p, 'r+')
+        const fd = openSync(p, O_RDWR | O_NONBLOCK)
         try {
           writeSync(fd, content(op.data, dataSize(op.data)), 0, dataSize(op.data), op.offset)
           return `ok size=${fstatSync(fd).size}`
@@ -106,13 +121,13 @@ export function applyOp (root: string, op: Op): string {
         }
       }
       case 'append':
-        appendFileSync(p, content(op.data, dataSize(op.data)))
+        writeThrough(p, O_WRONLY | O_CREAT | O_APPEND, content(op.data, dataSize(op.data)), 0o666)
         return 'ok'
       case 'truncate':
         truncateSync(p, op.len)
         return 'ok'
       case 'ftruncate': {
-        const fd = openSync(p, 'r+')
+        const fd = openSync(p, O_RDWR | O_NONBLOCK)
         try {
           ftruncateSync(fd, op.len)
           return `ok size=${fstatSync(fd).size}`
@@ -157,8 +172,7 @@ export function applyOp (root: string, op: Op): string {
         renameSync(p, join(root, op.to))
         return 'ok'
       case 'unlinkOpen': {
-        stepped('unlinkOpen')
-        const fd = openSync(p, 'r+')
+        const fd = openSync(p, O_RDWR | O_NONBLOCK)
         try {
           const before = fstatSync(fd).size
           stepped('unlink')
@@ -177,7 +191,7 @@ export function applyOp (root: string, op: Op): string {
         }
       }
       case 'fsync': {
-        const fd = openSync(p, 'a')
+        const fd = openSync(p, O_WRONLY | O_CREAT | O_APPEND | O_NONBLOCK, 0o666)
         try {
           writeSync(fd, content(op.data, dataSize(op.data)))
           fsyncSync(fd)
@@ -191,8 +205,13 @@ export function applyOp (root: string, op: Op): string {
         return `ok bsize=${s.bsize} blocks=${s.blocks} files=${s.files}`
       }
       case 'read': {
-        const b = readFileSync(p)
-        return `ok ${b.length}:${digest(b)}`
+        const fd = openSync(p, O_RDONLY | O_NONBLOCK)
+        try {
+          const b = readFileSync(fd)
+          return `ok ${b.length}:${digest(b)}`
+        } finally {
+          closeSync(fd)
+        }
       }
       case 'readdir':
         return `ok ${readdirSync(p).sort().join(',')}`
