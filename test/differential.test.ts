@@ -1,6 +1,6 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { appendFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { appendFileSync, lstatSync, statSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { lgetxattr } from '../src/sys/index.js'
@@ -118,11 +118,15 @@ function lowerPaths (dir: string, rel = ''): string[] {
   return out
 }
 
-function inoOf (path: string): bigint | undefined {
+/**
+ * Writes follow a final symlink, so the inode they change is the one stat finds; utimens here does
+ * not follow, so the inode it sets is the one lstat finds.
+ */
+function inoOf (path: string, follow: boolean): bigint | undefined {
   try {
-    return lstatSync(path, { bigint: true }).ino
+    return (follow ? statSync : lstatSync)(path, { bigint: true }).ino
   } catch {
-    return undefined
+    return follow ? inoOf(path, false) : undefined
   }
 }
 
@@ -137,13 +141,17 @@ class MtimeMask {
     for (const p of effect.names) this.paths.add(p)
     if (effect.subtree !== undefined) this.subtrees.add(effect.subtree)
     for (const p of effect.contentOf) {
-      const ino = inoOf(join(kernelRoot, p))
+      const ino = inoOf(join(kernelRoot, p), true)
+      if (ino !== undefined) this.inos.add(ino)
+    }
+    for (const p of effect.made) {
+      const ino = inoOf(join(kernelRoot, p), false)
       if (ino !== undefined) this.inos.add(ino)
     }
     if (!ok) return
     for (const p of effect.set) {
       this.paths.delete(p)
-      const ino = inoOf(join(kernelRoot, p))
+      const ino = inoOf(join(kernelRoot, p), false)
       if (ino !== undefined) this.inos.delete(ino)
     }
   }

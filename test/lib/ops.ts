@@ -224,8 +224,10 @@ export function applyOp (root: string, op: Op): string {
 
 /** How an operation moves mtimes, so a comparison checks only times nobody set to "now". */
 export interface MtimeEffect {
-  /** Paths whose inode's mtime becomes the current time (resolved after the operation). */
+  /** Paths whose inode's mtime becomes the current time (resolved after the operation, following symlinks). */
   contentOf: string[]
+  /** New entries: their own inode (not a symlink's target) has the current time, under any later name. */
+  made: string[]
   /** Paths (directories, or names that become whiteouts) whose own mtime becomes the current time. */
   names: string[]
   /** A subtree moved: everything under it counts as changed. */
@@ -235,7 +237,7 @@ export interface MtimeEffect {
 }
 
 export function mtimeEffect (op: Op): MtimeEffect {
-  const none: MtimeEffect = { contentOf: [], names: [], set: [] }
+  const none: MtimeEffect = { contentOf: [], made: [], names: [], set: [] }
   switch (op.kind) {
     case 'create': case 'fsync':
       return { ...none, contentOf: [op.path], names: [parentOf(op.path)] }
@@ -244,7 +246,7 @@ export function mtimeEffect (op: Op): MtimeEffect {
     case 'utimens':
       return { ...none, set: [op.path] }
     case 'mkdir': case 'mknod': case 'symlink':
-      return { ...none, names: [op.path, parentOf(op.path)] }
+      return { ...none, made: [op.path], names: [op.path, parentOf(op.path)] }
     case 'link':
       return { ...none, names: [parentOf(op.to)] }
     case 'unlink': case 'rmdir': case 'unlinkOpen':
