@@ -21,22 +21,30 @@ export interface OverlayMount {
   unmount (): Promise<void>
 }
 
-/** Lower layers never change and every change to the upper comes through us: the kernel may cache. */
+/** Lower layers never change and every change to a name comes through us: the kernel may cache. */
 const CACHE_SECONDS = 86400
 
 /**
  * libfuse options fuse-native has no key for ride along in `fsname`, which it passes inside the
- * one `-o` string: inode numbers are ours (use_ino), writes come 128 KiB at a time (big_writes) and
- * repeated misses stay in the kernel (negative_timeout), a non-empty mountpoint is accepted as the
- * kernel accepts it (nonempty). No hard_remove: libfuse then loses the
- * path of a file unlinked while open and fstat on it fails; the overlay hides those files instead.
+ * one `-o` string: inode numbers are ours (use_ino), writes come 128 KiB at a time (big_writes),
+ * repeated misses stay in the kernel (negative_timeout), and a non-empty mountpoint is accepted
+ * as the kernel accepts it (nonempty); device nodes and setuid work as on a root overlayfs mount
+ * (dev, suid). No hard_remove: libfuse then loses the path of a file
+ * unlinked while open and fstat on it fails; the overlay hides those files instead.
+ *
+ * A read-only stack never changes: attributes and pages stay cached (kernel_cache). On a writable
+ * mount, libfuse's high-level API gives each hard link its own kernel inode, so a change through
+ * one name would leave the others' cached attributes and pages stale: attributes are not cached
+ * there, and pages are dropped when an open finds the file changed (auto_cache).
  */
 function fuseOptions (spec: MountSpec): Record<string, unknown> {
+  const writable = spec.upper !== undefined
   const extra = [
-    'use_ino', 'big_writes', 'auto_cache', 'nonempty',
-    `entry_timeout=${CACHE_SECONDS}`, `attr_timeout=${CACHE_SECONDS}`, `negative_timeout=${CACHE_SECONDS}`
+    'use_ino', 'big_writes', 'nonempty', 'dev', 'suid', writable ? 'auto_cache' : 'kernel_cache',
+    `entry_timeout=${CACHE_SECONDS}`, `negative_timeout=${CACHE_SECONDS}`,
+    `attr_timeout=${writable ? 0 : CACHE_SECONDS}`
   ]
-  if (spec.upper === undefined) extra.push('ro')
+  if (!writable) extra.push('ro')
   return {
     fsname: `stratafs:${spec.name.replace(/[^\w.:-]/g, '_')},${extra.join(',')}`,
     subtype: 'stratafs',

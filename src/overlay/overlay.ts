@@ -348,17 +348,17 @@ export class Overlay {
     const from = this.resolve(src)
     const to = this.resolveOrUndefined(dst)
     const srcIsDir = isDirMode(from.attr.mode)
+    const srcState = srcIsDir ? upper.dirAt(src) : null
+    if (srcIsDir && (srcState === null || (this.lowerOf(src) !== undefined && !srcState.opaque))) {
+      // As the kernel without redirect_dir: the caller (mv) falls back to copying.
+      throw new StrataError('EXDEV', `${src}: a directory from the lower layers cannot be renamed`)
+    }
     if (to !== undefined) {
       if (to.attr.ino === from.attr.ino) return
       const dstIsDir = isDirMode(to.attr.mode)
       if (srcIsDir && !dstIsDir) throw new StrataError('ENOTDIR', `${dst}: not a directory`)
       if (!srcIsDir && dstIsDir) throw new StrataError('EISDIR', `${dst}: is a directory`)
       if (dstIsDir && this.readdir(dst).length > 2) throw new StrataError('ENOTEMPTY', `${dst}: directory not empty`)
-    }
-    const srcState = srcIsDir ? upper.dirAt(src) : null
-    if (srcIsDir && (srcState === null || (this.lowerOf(src) !== undefined && !srcState.opaque))) {
-      // As the kernel without redirect_dir: the caller (mv) falls back to copying.
-      throw new StrataError('EXDEV', `${src}: a directory from the lower layers cannot be renamed`)
     }
     if (!srcIsDir) await copyUp.file(src)
     copyUp.dirs(parentOf(dst))
@@ -372,7 +372,7 @@ export class Overlay {
       fs.renameSync(dstReal, trash)
       dstSt = undefined
     }
-    if (srcIsDir && srcState?.opaque === false && this.isMerged(parentOf(dst))) {
+    if (srcIsDir && srcState?.opaque === false && (upper.isWhiteout(dstSt) || this.isMerged(parentOf(dst)))) {
       // Lower names at the destination must not show through the moved directory.
       upper.setOpaque(srcReal)
     }
