@@ -507,9 +507,13 @@ export class Overlay {
     const st = upper.stat(path)
     if (st !== undefined && !upper.isWhiteout(st)) throw new StrataError('EEXIST', `${path}: file exists`)
     if (st === undefined && this.lowerOf(path) !== undefined) throw new StrataError('EEXIST', `${path}: file exists`)
-    const inheritGid = (sys.lstat(upper.real(parent)).mode & S_ISGID) !== 0
+    // A setgid directory gives new names its group, and new directories its setgid bit; a node
+    // built in the work directory must be given them by hand.
+    const pst = sys.lstat(upper.real(parent))
+    const inheritGid = (pst.mode & S_ISGID) !== 0
     const own = (p: string): void => {
-      if (caller !== undefined) fs.lchownSync(p, caller.uid, inheritGid ? -1 : caller.gid)
+      if (caller !== undefined) fs.lchownSync(p, caller.uid, inheritGid ? pst.gid : caller.gid)
+      if (dir && inheritGid) fs.chmodSync(p, (sys.lstat(p).mode & 0o7777) | S_ISGID)
     }
     if (st === undefined) {
       make(real)
