@@ -172,7 +172,7 @@ export const implementations: Implementation[] = [
     kernelWhiteouts: true,
     unavailable: () => which('fuse-overlayfs') ? undefined : 'fuse-overlayfs is not installed',
     mount: (stack, dir) => fuseMount('fuse-overlayfs', stack, dir, 'fuse-overlayfs',
-      d => ['-o', `lowerdir=${topFirst(stack)},upperdir=${d.upper},workdir=${d.work}`, d.mnt])
+      d => ['-o', `lowerdir=${topFirst(stack)},upperdir=${d.upper},workdir=${d.work},metacopy=on`, d.mnt])
   },
   {
     name: 'unionfs',
@@ -187,7 +187,7 @@ export const implementations: Implementation[] = [
     kernelWhiteouts: true,
     unavailable: () => existsSync(overlayMain) ? undefined : `${overlayMain} is missing: build first`,
     mount: (stack, dir) => fuseMount('stratafs', stack, dir, process.execPath,
-      d => [overlayMain, '-o', `lowerdir=${topFirst(stack)},upperdir=${d.upper},workdir=${d.work}`, d.mnt])
+      d => [overlayMain, '-o', `lowerdir=${topFirst(stack)},upperdir=${d.upper},workdir=${d.work},metacopy=on`, d.mnt])
   }
 ]
 
