@@ -340,9 +340,15 @@ export class OpGenerator {
       case 'write':
         return { kind, path: this.existing(view, files), offset: this.pick([0, 0, 3, 4095, 9000, 100_000]), data }
       case 'append':
-      case 'unlinkOpen':
       case 'fsync':
         return { kind, path: this.existing(view, files), data }
+      case 'unlinkOpen': {
+        // Regular files only: a device or fifo is opened by the kernel without asking the FUSE
+        // server, so libfuse 2 cannot keep its unlinked node, and fstat on it answers ENOENT
+        // (a documented deviation from kernel overlayfs).
+        const regular = view.filter((e) => e.type === 'file')
+        return { kind, path: regular.length > 0 ? this.pick(regular).path : this.fresh(view), data }
+      }
       case 'truncate':
       case 'ftruncate':
         return { kind, path: this.existing(view, files), len: this.pick([0, 1, 100, 4096, 10_000, 300_000]) }
