@@ -58,6 +58,8 @@ export class Mounts {
           layerDirs: container.diffIds.map((d) => this.store.layerDir(d)),
           lower,
           upper: container.readOnly ? undefined : { upperDir: this.store.layout.upperDir(container.id), workDir: this.store.layout.workDir(container.id) },
+          // A chmod of a big lower file costs no data copy; commit reads such files' data below.
+          metacopy: true,
           log,
           name: container.name
         })

@@ -7,6 +7,7 @@ import { isDigest } from '../layers/digest.js'
 import { importLayer } from '../layers/import.js'
 import { layerTar } from '../layers/tar-writer.js'
 import type { Logger } from '../log.js'
+import { lowerDataPath } from '../overlay/materialize.js'
 import type { ContainerRecord } from '../store/records.js'
 import { normalizeTag } from '../store/refs.js'
 import type { Store } from '../store/store.js'
@@ -128,7 +129,11 @@ export class Service {
     return diffUpper(this.store.layout.upperDir(container.id), (path) => chainId === '' ? Promise.resolve(false) : this.store.chainHas(chainId, path))
   }
 
-  /** The upper as a tar (the same bytes any OCI tool would make of it), imported as a layer on top of the image. */
+  /**
+   * The upper as a tar (the same bytes any OCI tool would make of it), imported as a layer on top
+   * of the image. Metacopy files carry their lower data, and the root entry the upper root's
+   * attributes, so the committed image shows what the container showed.
+   */
   async commit (req: CommitRequest, progress: Progress = () => {}): Promise<CommitResult> {
     const container = await this.store.resolveContainer(req.container)
     if (container.readOnly) throw new StrataError('BAD_REQUEST', `container ${container.name} is a read-only mount: it has no changes to commit`)
@@ -137,7 +142,13 @@ export class Service {
     const staging = await mkdtemp(join(this.store.layout.tmpDir, 'commit-'))
     try {
       const tarPath = join(staging, 'layer.tar')
-      await pipeline(layerTar(this.store.layout.upperDir(container.id), { log: this.log.child({ sub: 'commit' }) }), createWriteStream(tarPath))
+      const lower = await this.indexes.get(container.diffIds)
+      const tar = layerTar(this.store.layout.upperDir(container.id), {
+        log: this.log.child({ sub: 'commit' }),
+        rootEntry: true,
+        metacopyData: (path) => lowerDataPath(lower, path)
+      })
+      await pipeline(tar, createWriteStream(tarPath))
       const staged = await importLayer(tarPath, this.store.layout.tmpDir, {
         onProgress: (done: number, total?: number) => progress({ source: `commit ${container.name}`, done, total })
       })

@@ -15,6 +15,18 @@ import {
 
 export interface LayerTarOptions {
   log?: Logger
+  /**
+   * Writes an entry for the layer root (`./`), so the layer carries the root's mode, owner, times
+   * and xattrs: a commit must keep what the container's root showed. Off for imported
+   * directories, whose DiffID covers their content only, as docker's layer tars do.
+   */
+  rootEntry?: boolean
+  /**
+   * Where the data of an overlayfs metacopy file (`trusted.overlay.metacopy`, metadata only) is,
+   * given its path in the layer ('/a/b'): the lower file at the same path. Without it such a
+   * file is refused rather than written empty.
+   */
+  metacopyData?: (path: string) => string
 }
 
 /** Larger ids do not fit the ustar header's 7 octal digits and go to PAX records. */
@@ -85,17 +97,13 @@ function addEntry (pack: tar.Pack, header: Header, body?: Buffer): Promise<void>
   })
 }
 
-/**
- * The data source of a regular file. The extension point for overlayfs metacopy: a metacopy
- * upper file holds only metadata and its data lives in a lower layer, which commit will have to
- * resolve here once metacopy is enabled. Until then such a file is refused rather than written
- * empty.
- */
-function fileDataPath (abs: string, xattrNames: string[], name: string): string {
-  if (xattrNames.includes(METACOPY_XATTR)) {
-    throw new StrataError('ENOTSUP', `"${name}" is an overlayfs metacopy file; layers with metacopy data are not supported yet`)
+/** The data source of a regular file: itself, or the lower file of a metacopy upper file. */
+function fileDataPath (abs: string, xattrNames: string[], path: string, opts: LayerTarOptions): string {
+  if (!xattrNames.includes(METACOPY_XATTR)) return abs
+  if (opts.metacopyData === undefined) {
+    throw new StrataError('ENOTSUP', `"${path}" is an overlayfs metacopy file and its lower layers are unknown here`)
   }
-  return abs
+  return opts.metacopyData(path)
 }
 
 async function writeFile (pack: tar.Pack, header: Header, path: string): Promise<void> {
@@ -121,8 +129,8 @@ async function produce (dir: string, pack: tar.Pack, opts: LayerTarOptions): Pro
     const name = e.path === '/' ? '' : e.path.slice(1)
     const xattrNames = llistxattr(abs)
     if (type === S_IFDIR) {
-      if (name !== '') {
-        const h = baseHeader(`${name}/`, e)
+      if (name !== '' || opts.rootEntry === true) {
+        const h = baseHeader(name === '' ? './' : `${name}/`, e)
         h.type = 'directory'
         xattrRecords(abs, xattrNames, h.pax)
         await addEntry(pack, h)
@@ -148,7 +156,7 @@ async function produce (dir: string, pack: tar.Pack, opts: LayerTarOptions): Pro
     if (type === S_IFREG) {
       if (e.attr.nlink > 1) firstPathOfInode.set(e.attr.ino, name)
       h.size = e.attr.size
-      await writeFile(pack, h, fileDataPath(abs, xattrNames, name))
+      await writeFile(pack, h, fileDataPath(abs, xattrNames, e.path, opts))
     } else if (type === S_IFLNK) {
       h.type = 'symlink'
       h.linkname = e.target ?? ''
@@ -169,8 +177,8 @@ async function produce (dir: string, pack: tar.Pack, opts: LayerTarOptions): Pro
 }
 
 /**
- * A layer directory as a deterministic OCI layer tar: names in scan order (sorted bytes), no
- * layer root entry, no user or group names, PAX records only where ustar falls short (long
+ * A layer directory as a deterministic OCI layer tar: names in scan order (sorted bytes), a
+ * layer root entry only when asked, no user or group names, PAX records only where ustar falls short (long
  * names, nanosecond mtimes, large ids, xattrs). Kernel whiteouts become `.wh.<name>` files and
  * opaque directories get a `.wh..wh..opq` entry, so any OCI consumer reads it. Its sha256 is the
  * layer's DiffID; overlayfs-private xattrs never go in.

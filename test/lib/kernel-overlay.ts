@@ -17,6 +17,8 @@ export interface KernelOverlayOptions {
   workDir?: string
   /** Where to mount; a fresh temp dir otherwise. */
   mountpoint?: string
+  /** Further mount options, e.g. 'metacopy=on'. */
+  options?: string[]
 }
 
 interface Teardownable { teardown (fn: () => unknown): void }
@@ -41,6 +43,7 @@ export function mountKernelOverlay (t: Teardownable, opts: KernelOverlayOptions)
   } else {
     options.push('ro')
   }
+  options.push(...opts.options ?? [])
   const res = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', options.join(','), mnt], { cwd: links, encoding: 'utf8' })
   if (res.status !== 0) {
     rmSync(scratch, { recursive: true, force: true })

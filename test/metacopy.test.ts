@@ -1,0 +1,80 @@
+import t from 'tap'
+import { createHash, randomBytes } from 'node:crypto'
+import { chmodSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { lgetxattr } from '../src/sys/index.js'
+import { startDaemon, type Daemon } from './lib/daemon.js'
+import { mountKernelOverlay } from './lib/kernel-overlay.js'
+import { diffTrees, snapshot } from './lib/tree.js'
+
+/**
+ * Issue 4: containers copy up metadata only (kernel metacopy=on format), and commit gives such
+ * files their lower data, so the committed image shows what the container showed.
+ */
+
+const BIG = 32 * 1024 * 1024
+const METACOPY = 'trusted.overlay.metacopy'
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+async function cli (t: Tap, d: Daemon, args: string[]): Promise<string> {
+  const r = await d.cli(args)
+  t.equal(r.code, 0, `stratafs ${args.join(' ')} ${r.stderr.trim()}`)
+  return r.stdout
+}
+
+type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
+
+t.test('chmod of a big lower file in a container, then commit', async (t) => {
+  const d = await startDaemon(t)
+  const src = d.dir('src')
+  const big = randomBytes(BIG)
+  mkdirSync(join(src, 'l1', 'data'), { recursive: true })
+  writeFileSync(join(src, 'l1', 'data', 'big'), big, { mode: 0o644 })
+  writeFileSync(join(src, 'l1', 'data', 'small'), 'small\n', { mode: 0o644 })
+  mkdirSync(join(src, 'l2', 'data'), { recursive: true })
+  writeFileSync(join(src, 'l2', 'data', 'top'), 'top\n')
+  await cli(t, d, ['image', 'create', 'mc:1', join(src, 'l1'), join(src, 'l2')])
+
+  const mnt = d.dir('mnt')
+  await cli(t, d, ['mount', 'mc:1', mnt, '--name', 'c1'])
+  chmodSync(join(mnt, 'data/big'), 0o600)
+  chmodSync(join(mnt, 'data/small'), 0o640)
+
+  const [container] = JSON.parse(await cli(t, d, ['ps', '--json'])) as Array<{ id: string }>
+  const upper = join(d.root, 'containers', container!.id, 'upper')
+  const upperBig = lstatSync(join(upper, 'data/big'))
+  t.equal(upperBig.size, BIG, 'the upper file has the full size')
+  t.ok(upperBig.blocks * 512 < BIG / 16, `and no data (${upperBig.blocks} blocks)`)
+  t.ok(lgetxattr(join(upper, 'data/big'), METACOPY) !== undefined, 'it carries the metacopy xattr')
+  t.equal(lstatSync(join(mnt, 'data/big')).mode & 0o7777, 0o600, 'the mount shows the new mode')
+  t.equal(sha(readFileSync(join(mnt, 'data/big'))), sha(big), 'and the lower data')
+  const shown = snapshot(mnt)
+
+  const diff = (await cli(t, d, ['diff', 'c1'])).split('\n').filter(Boolean)
+  t.same(diff, ['C /data', 'C /data/big', 'C /data/small'], 'diff shows the metadata changes')
+
+  await cli(t, d, ['commit', 'c1', 'mc:committed'])
+  const [inspected] = JSON.parse(await cli(t, d, ['image', 'inspect', 'mc:committed'])) as Array<{ RootFS: { Layers: string[] } }>
+  const layer = join(d.root, 'layers', inspected!.RootFS.Layers.at(-1)!.replace('sha256:', ''))
+  const layerBig = lstatSync(join(layer, 'data/big'))
+  t.equal(layerBig.blocks * 512 >= BIG, true, 'the committed layer holds the data')
+  t.equal(lgetxattr(join(layer, 'data/big'), METACOPY), undefined, 'and no metacopy xattr')
+  t.equal(sha(readFileSync(join(layer, 'data/big'))), sha(big), 'the lower data, byte for byte')
+
+  const ro = d.dir('ro')
+  await cli(t, d, ['mount', 'mc:committed', ro, '--read-only'])
+  t.same(diffTrees(shown, snapshot(ro), { names: ['container', 'committed image'] }), [], 'the committed image shows what the container showed')
+  await cli(t, d, ['umount', ro])
+  await cli(t, d, ['umount', mnt])
+
+  // The kernel, with metacopy=on, reads the same upper over the same layers as the same tree.
+  const lowers = (inspected!.RootFS.Layers.slice(0, -1)).map((id) => join(d.root, 'layers', id.replace('sha256:', ''))).reverse()
+  const kmnt = mountKernelOverlay(t, {
+    lowerDirs: lowers,
+    upperDir: upper,
+    workDir: join(d.root, 'containers', container!.id, 'work'),
+    options: ['metacopy=on']
+  })
+  t.same(diffTrees(shown, snapshot(kmnt), { names: ['stratafs', 'kernel'] }), [], 'kernel overlayfs shows the same tree')
+})
