@@ -301,20 +301,12 @@ export class Overlay {
     await copyUp.settle(path)
     const r = this.resolve(path)
     if (isDirMode(r.attr.mode)) throw new StrataError('EISDIR', `${path}: is a directory`)
-    const real = upper.real(path)
     if (this.lowerOf(path) === undefined) {
-      fs.unlinkSync(real)
+      fs.unlinkSync(upper.real(path))
       return
     }
     copyUp.dirs(parentOf(path))
-    if (r.upper === undefined) {
-      upper.makeWhiteout(real)
-      return
-    }
-    // Replacing in one rename keeps the lower file hidden at every instant.
-    const tmp = upper.tmpName()
-    upper.makeWhiteout(tmp)
-    fs.renameSync(tmp, real)
+    upper.whiteout(path)
   }
 
   async rmdir (path: string): Promise<void> {
@@ -323,15 +315,14 @@ export class Overlay {
     if (!isDirMode(r.attr.mode)) throw new StrataError('ENOTDIR', `${path}: not a directory`)
     if (path === '/') throw new StrataError('EBUSY', 'the root cannot be removed')
     if (this.readdir(path).length > 2) throw new StrataError('ENOTEMPTY', `${path}: directory not empty`)
-    const real = upper.real(path)
     const needsWhiteout = this.lowerOf(path) !== undefined
     if (upper.dirAt(path) === null) {
       copyUp.dirs(parentOf(path))
-      upper.makeWhiteout(real)
+      upper.whiteout(path)
     } else {
       // The upper copy may still hold whiteouts: move it out of sight whole, then delete it.
       const tmp = upper.tmpName()
-      sys.renameat2(real, tmp, needsWhiteout ? sys.RENAME_WHITEOUT : 0)
+      upper.move(path, tmp, needsWhiteout)
       fs.rmSync(tmp, { recursive: true, force: true })
     }
     upper.forgetDirs()
@@ -380,7 +371,7 @@ export class Overlay {
       sys.renameat2(srcReal, dstReal, sys.RENAME_EXCHANGE)
       if (!srcNeedsWhiteout) fs.unlinkSync(srcReal)
     } else {
-      sys.renameat2(srcReal, dstReal, srcNeedsWhiteout ? sys.RENAME_WHITEOUT : 0)
+      upper.move(src, dstReal, srcNeedsWhiteout)
     }
     if (trash !== undefined) fs.rmSync(trash, { recursive: true, force: true })
     if (srcIsDir) upper.forgetDirs()
@@ -394,13 +385,13 @@ export class Overlay {
     const needsWhiteout = this.lowerOf(path) !== undefined
     if (r.upper !== undefined) {
       const tmp = upper.tmpName()
-      sys.renameat2(upper.real(path), tmp, needsWhiteout ? sys.RENAME_WHITEOUT : 0)
+      upper.move(path, tmp, needsWhiteout)
       this.hidden.set(hiddenPath, { real: tmp, ino: r.attr.ino, owned: true })
       return
     }
     this.hidden.set(hiddenPath, { real: this.realOf(path, r), ino: r.attr.ino, owned: false })
     copyUp.dirs(parentOf(path))
-    upper.makeWhiteout(upper.real(path))
+    upper.whiteout(path)
   }
 
   /** Resolves a path of the merged view, or throws ENOENT. */

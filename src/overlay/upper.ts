@@ -76,9 +76,25 @@ export class Upper {
     return st !== undefined && isKernelWhiteout(st.mode, st.rdev)
   }
 
-  /** Mode 0000, as the kernel makes its whiteouts. */
-  makeWhiteout (real: string): void {
-    makeWhiteout(real, 0)
+  /**
+   * Puts a whiteout at `path`, replacing a non-directory there in one rename. Built in the work
+   * directory as the kernel builds its own (mode 0000, root's), so a setgid parent gives it no
+   * group of its own.
+   */
+  whiteout (path: string): void {
+    const tmp = this.tmpName()
+    makeWhiteout(tmp, 0)
+    fs.renameSync(tmp, this.real(path))
+  }
+
+  /**
+   * Renames `from` (an upper path) to the real path `to`; with `whiteout`, a whiteout takes its
+   * place in the same rename (RENAME_WHITEOUT), owned by root like the kernel's.
+   */
+  move (from: string, to: string, whiteout: boolean): void {
+    const real = this.real(from)
+    sys.renameat2(real, to, whiteout ? sys.RENAME_WHITEOUT : 0)
+    if (whiteout) fs.lchownSync(real, 0, 0)
   }
 
   setOpaque (real: string): void {
