@@ -10,14 +10,19 @@ import { UsageError } from './command.js'
 
 export const OVERLAY_USAGE = `usage: stratafs overlay [-f] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W] [SOURCE] MOUNTPOINT`
 
-/** fuse-overlayfs and mount(8) options that change nothing here. */
+/** mount(8) flags that mount.fuse passes along: accepted silently, FUSE mounts handle them. */
+const MOUNT_FLAGS = new Set([
+  'rw', 'dev', 'nodev', 'suid', 'nosuid', 'exec', 'noexec', 'atime', 'noatime', 'relatime',
+  'strictatime', 'diratime', 'nodiratime', 'auto', 'noauto', 'user', 'nouser', 'users', 'defaults',
+  'async', 'sync', 'allow_other', 'allow_root', 'default_permissions', '_netdev', 'nofail'
+])
+
+/** fuse-overlayfs and kernel overlayfs options that change nothing here: the caller is told. */
 const IGNORED = new Set([
-  'volatile', 'rw', 'ro', 'dev', 'nodev', 'suid', 'nosuid', 'exec', 'noexec', 'atime', 'noatime',
-  'relatime', 'strictatime', 'diratime', 'nodiratime', 'auto', 'noauto', 'user', 'nouser', 'defaults',
-  'async', 'sync', 'fsync', 'noacl', 'xattr_permissions', 'squash_to_root', 'squash_to_uid',
-  'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'xino', 'uidmapping',
-  'gidmapping', 'timeout', 'threaded', 'plugins', 'context', 'fscontext', 'defcontext', 'rootcontext',
-  'allow_other', 'allow_root', 'default_permissions', 'userxattr', 'nfs_export', 'debug'
+  'volatile', 'fsync', 'noacl', 'xattr_permissions', 'squash_to_root', 'squash_to_uid',
+  'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'xino', 'uidmapping', 'gidmapping',
+  'timeout', 'threaded', 'plugins', 'context', 'fscontext', 'defcontext', 'rootcontext',
+  'userxattr', 'nfs_export', 'debug'
 ])
 
 interface OverlayArgs {
@@ -48,18 +53,22 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
   if (positional.length < 1 || positional.length > 2) throw new UsageError(OVERLAY_USAGE)
   const values = new Map<string, string>()
   const ignored: string[] = []
+  let readOnly = false
   for (const item of options.flatMap(o => o.split(','))) {
     if (item === '') continue
     const eq = item.indexOf('=')
     const key = eq < 0 ? item : item.slice(0, eq)
     if (key === 'lowerdir' || key === 'upperdir' || key === 'workdir' || key === 'metacopy') values.set(key, item.slice(eq + 1))
+    else if (key === 'ro') readOnly = true
+    else if (MOUNT_FLAGS.has(key)) continue
     else if (IGNORED.has(key)) ignored.push(item)
     else throw new UsageError(`unknown option ${key}\n${OVERLAY_USAGE}`)
   }
   const lower = values.get('lowerdir')
   if (lower === undefined || lower === '') throw new UsageError(`lowerdir= is required\n${OVERLAY_USAGE}`)
-  const upperDir = values.get('upperdir')
-  const workDir = values.get('workdir')
+  // `ro` makes a read-only view of the lowers, whatever upper was named.
+  const upperDir = readOnly ? undefined : values.get('upperdir')
+  const workDir = readOnly ? undefined : values.get('workdir')
   if ((upperDir === undefined) !== (workDir === undefined)) {
     throw new UsageError('upperdir= and workdir= go together')
   }
@@ -83,9 +92,12 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
  */
 export async function runOverlay (argv: string[]): Promise<number> {
   const args = parseOverlayArgs(argv)
+  // Said once, by the process the caller sees: the background child has no stderr.
+  if (args.ignored.length > 0 && args.readyFd === undefined) {
+    process.stderr.write(`stratafs overlay: ignoring options: ${args.ignored.join(',')}\n`)
+  }
   if (!args.foreground) return await startInBackground(argv)
   const log = createLogger()
-  if (args.ignored.length > 0) log.warn({ ignored: args.ignored }, 'ignoring options that change nothing here')
   process.umask(0)
   let served
   try {

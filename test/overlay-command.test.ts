@@ -1,0 +1,80 @@
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { repoDir } from './lib/daemon.js'
+import { isMounted, unmountFuse } from './lib/overlay-mount.js'
+
+/**
+ * `stratafs overlay` / `stratafs-overlay` as podman and mount(8) call it: plain directories, no
+ * daemon, fuse-overlayfs's command line, back in the foreground only once the mount answers.
+ */
+
+const overlayMain = join(repoDir, 'dist', 'cli', 'overlay-main.js')
+const bin = join(repoDir, 'bin', 'stratafs-overlay')
+// tap puts its loader hooks back into NODE_OPTIONS of every child it spawns; `env -u` takes them
+// out again, as a mount helper run by mount(8) has none.
+const bare = (cmd: string, args: string[]): ReturnType<typeof spawnSync> =>
+  spawnSync('env', ['-u', 'NODE_OPTIONS', cmd, ...args], { encoding: 'utf8', timeout: 30_000 })
+
+type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
+
+function layers (t: Tap): { base: string, lower: string, upper: string, work: string, mnt: string } {
+  const base = mkdtempSync(join(tmpdir(), 'sovcmd-'))
+  const dirs = { base, lower: join(base, 'l1'), upper: join(base, 'u'), work: join(base, 'w'), mnt: join(base, 'mnt') }
+  for (const d of [dirs.lower, dirs.upper, dirs.work, dirs.mnt]) mkdirSync(d)
+  writeFileSync(join(dirs.lower, 'hello'), 'hello\n')
+  t.teardown(() => {
+    unmountFuse(dirs.mnt)
+    if (!isMounted(dirs.mnt)) rmSync(base, { recursive: true, force: true })
+  })
+  return dirs
+}
+
+t.test('podman style: returns once mounted, holds none of its stdio, reports what it ignores', async t => {
+  const d = layers(t)
+  // spawnSync waits for the pipes to close: a background server holding them would hang it.
+  const r = bare(process.execPath, [overlayMain, '-o', `lowerdir=${d.lower},upperdir=${d.upper},workdir=${d.work},,volatile`, d.mnt])
+  t.equal(r.status, 0, `exit 0: ${String(r.stderr)}`)
+  t.match(String(r.stderr), /ignoring options: volatile/, 'says which options it ignores')
+  t.ok(isMounted(d.mnt), 'mounted when the command returns')
+  t.equal(readFileSync(join(d.mnt, 'hello'), 'utf8'), 'hello\n', 'the lower shows')
+  writeFileSync(join(d.mnt, 'new'), 'x')
+  t.equal(readFileSync(join(d.upper, 'new'), 'utf8'), 'x', 'writes land in the upper')
+  t.equal(spawnSync('fusermount', ['-u', d.mnt]).status, 0, 'fusermount -u ends it')
+  t.notOk(isMounted(d.mnt), 'unmounted')
+  let alive = true
+  for (let i = 0; i < 50 && alive; i++) {
+    alive = spawnSync('pgrep', ['-f', `overlay-main.js -f .*${d.mnt}`]).status === 0
+    if (alive) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.notOk(alive, 'and its server process exits')
+})
+
+t.test('mount(8) through mount.fuse, in the SOURCE MOUNTPOINT -o OPTIONS order', async t => {
+  const d = layers(t)
+  const r = bare('mount', ['-t', 'fuse', `${bin}#overlay`, d.mnt, '-o', `lowerdir=${d.lower}`])
+  t.equal(r.status, 0, `mount exit 0: ${String(r.stderr)}`)
+  t.equal(readFileSync(join(d.mnt, 'hello'), 'utf8'), 'hello\n', 'the lower shows')
+  t.throws(() => writeFileSync(join(d.mnt, 'x'), 'x'), { code: 'EROFS' }, 'no upper: read-only')
+  t.equal(spawnSync('umount', [d.mnt]).status, 0, 'umount ends it')
+})
+
+t.test('bad command lines give one clear line and no mount', async t => {
+  const d = layers(t)
+  const cases: Array<[string[], RegExp, number]> = [
+    [['-o', `upperdir=${d.upper},workdir=${d.work}`, d.mnt], /lowerdir= is required/, 2],
+    [['-o', `lowerdir=${d.lower},upperdir=${d.upper}`, d.mnt], /go together/, 2],
+    [['-o', `lowerdir=${d.lower},bogus=1`, d.mnt], /unknown option bogus/, 2],
+    [['-o', `lowerdir=${join(d.base, 'missing')}`, d.mnt], /is not a directory/, 1],
+    [['-o', `lowerdir=${d.lower}`, join(d.base, 'nomnt')], /./, 1]
+  ]
+  for (const [args, message, code] of cases) {
+    const r = bare(process.execPath, [overlayMain, ...args])
+    t.equal(r.status, code, `${args.join(' ')}: exit ${code}`)
+    t.match(String(r.stderr), message)
+    t.ok(String(r.stderr).trim().split('\n').length <= 2, 'a short message, no stack')
+    t.notOk(isMounted(d.mnt), 'nothing mounted')
+  }
+})
