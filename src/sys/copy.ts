@@ -1,4 +1,4 @@
-import { read, write, ftruncate } from 'node:fs'
+import { read, write, ftruncateSync } from 'node:fs'
 import { promisify } from 'node:util'
 import { check, koffi, libc, sysError } from './libc.js'
 
@@ -11,6 +11,11 @@ const SEEK_HOLE = 4
 /** Large enough to keep syscall overhead negligible, small enough to spread across the pool. */
 const CHUNK = 16 * 1024 * 1024
 const BUFFERED_CHUNK = 1024 * 1024
+/**
+ * Up to this size a copy_file_range runs on the JS thread: it takes a few microseconds from the
+ * page cache, less than the hop to a pool thread and back, and small files are most copy-ups.
+ */
+const SYNC_LIMIT = 1024 * 1024
 
 const ioctl = libc.func('int ioctl(int fd, unsigned long request, int arg)')
 const lseek = libc.func('int64_t lseek(int fd, int64_t offset, int whence)')
@@ -18,13 +23,16 @@ const copyFileRange = libc.func('long copy_file_range(int fd_in, void *off_in, i
 
 const readAsync = promisify(read)
 const writeAsync = promisify(write)
-const ftruncateAsync = promisify(ftruncate)
 
 const { ENXIO, EINVAL, EXDEV, ENOSYS, EOPNOTSUPP } = koffi.os.errno
 const FALLBACK_ERRNOS = new Set([EXDEV, EINVAL, ENOSYS, EOPNOTSUPP])
 
-/** A copy_file_range off the JS thread; file positions advance as with read/write. */
+/** A copy_file_range, off the JS thread when large; file positions advance as with read/write. */
 function copyChunk (srcFd: number, dstFd: number, len: number): Promise<number> {
+  if (len <= SYNC_LIMIT) {
+    const n = Number(copyFileRange(srcFd, null, dstFd, null, len, 0))
+    return n < 0 ? Promise.reject(sysError('copy_file_range', koffi.errno())) : Promise.resolve(n)
+  }
   return new Promise((resolve, reject) => {
     copyFileRange.async(srcFd, null, dstFd, null, len, 0, (err: unknown, n: number) => {
       if (err !== null && err !== undefined) reject(err)
@@ -97,6 +105,6 @@ export async function copyData (srcFd: number, dstFd: number, size: number): Pro
     method = 'buffered'
     await bufferedRange(srcFd, dstFd, start, end)
   }
-  await ftruncateAsync(dstFd, size)
+  ftruncateSync(dstFd, size)
   return method
 }
