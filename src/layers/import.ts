@@ -1,7 +1,7 @@
 import { createReadStream, statSync, chmodSync } from 'node:fs'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
+import { Writable, type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { StrataError, errorCode } from '../errors.js'
 import { copyLayerTree } from './copy-tree.js'
@@ -73,14 +73,30 @@ export async function importLayer (source: string, tmpDir: string, opts: ImportO
       await copyLayerTree(source, dir, (done) => opts.onProgress?.(done, total))
       return { ...await digestOf(layerTar(dir)), dir }
     }
-    // mkdtemp's 0700 would make the root of a read-only mount unreadable to other users; a tar
-    // with a root entry sets its own mode.
-    chmodSync(dir, 0o755)
-    const total = st.size
-    const result = await extractLayerTar(createReadStream(source), dir, {
-      onProgress: (done) => opts.onProgress?.(done, total)
-    })
-    return { ...result, dir }
+    return await stageTar(createReadStream(source), dir, st.size, opts)
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true })
+    throw err
+  }
+}
+
+async function stageTar (input: Readable, dir: string, total: number | undefined, opts: ImportOptions): Promise<ImportedLayer> {
+  // mkdtemp's 0700 would make the root of a read-only mount unreadable to other users; a tar
+  // with a root entry sets its own mode.
+  chmodSync(dir, 0o755)
+  const result = await extractLayerTar(input, dir, { onProgress: (done) => opts.onProgress?.(done, total) })
+  return { ...result, dir }
+}
+
+/**
+ * Stages a layer from a tar stream, gzipped or not (a blob inside an image archive), as
+ * `importLayer` does a tar file. `total` is the input's length when known, for progress.
+ */
+export async function importLayerStream (input: Readable, tmpDir: string, total?: number, opts: ImportOptions = {}): Promise<ImportedLayer> {
+  await mkdir(tmpDir, { recursive: true })
+  const dir = await mkdtemp(join(tmpDir, 'import-'))
+  try {
+    return await stageTar(input, dir, total, opts)
   } catch (err) {
     await rm(dir, { recursive: true, force: true })
     throw err
