@@ -48,6 +48,8 @@ interface Handle {
   fd: number
   /** The inode number the name had when opened: fstat must not see it change. */
   ino: number
+  /** Open on the lower data of a metadata-only copy, whose attributes are the upper's. */
+  dataOnly: boolean
 }
 
 export interface DirEntry {
@@ -113,7 +115,7 @@ export class Overlay {
    */
   fgetattr (path: string | null, fh: number): Attr {
     const handle = this.handles.get(fh)
-    if (handle === undefined) {
+    if (handle === undefined || (handle.dataOnly && path !== null)) {
       if (path === null) throw new StrataError('EBADF', `no open file ${fh}`)
       return this.getattr(path)
     }
@@ -185,10 +187,11 @@ export class Overlay {
   async open (path: string, flags: number): Promise<number> {
     const r = this.resolve(path)
     if ((flags & O_ACCMODE) === O_RDONLY && (flags & O_TRUNC) === 0) {
-      const fd = r.upper !== undefined && r.hidden === undefined && this.copyUp?.isMetacopy(path, r.upper) !== true
-        ? fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW)
-        : fs.openSync(this.dataOf(path, r), O_RDONLY | O_NOFOLLOW | O_NOATIME)
-      return this.addHandle(fd, r.attr.ino)
+      if (r.upper !== undefined && r.hidden === undefined && !this.isMetacopy(path, r.upper)) {
+        return this.addHandle(fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW), r.attr.ino)
+      }
+      const fd = fs.openSync(this.dataOf(path, r), O_RDONLY | O_NOFOLLOW | O_NOATIME)
+      return this.addHandle(fd, r.attr.ino, r.upper !== undefined && r.hidden === undefined)
     }
     const { upper, copyUp } = this.writable()
     await copyUp.file(path, (flags & O_TRUNC) === 0 ? 'data' : 'none')
@@ -424,7 +427,10 @@ export class Overlay {
         return { attr: toAttr(st, lowerIno(lower.layer, lower.attr.ino), 1), upper: st, lower }
       }
     }
-    return { attr: toAttr(st, this.copyUp?.inoOf.get(st.ino) ?? st.ino), upper: st }
+    const attr = toAttr(st, this.copyUp?.inoOf.get(st.ino) ?? st.ino)
+    // A metadata-only copy occupies the lower file's blocks, as the kernel reports it.
+    if (this.isMetacopy(path, st)) attr.blocks = this.lowerOf(path)?.attr.blocks ?? attr.blocks
+    return { attr, upper: st }
   }
 
   private fromLower (entry: IndexEntry | undefined): Resolved | undefined {
@@ -525,9 +531,13 @@ export class Overlay {
     }
   }
 
-  private addHandle (fd: number, ino: number): number {
-    this.handles.set(fd, { fd, ino })
+  private addHandle (fd: number, ino: number, dataOnly = false): number {
+    this.handles.set(fd, { fd, ino, dataOnly })
     return fd
+  }
+
+  private isMetacopy (path: string, st: Stat): boolean {
+    return this.copyUp?.isMetacopy(path, st) === true
   }
 
   private handle (fh: number): Handle {
