@@ -7,7 +7,7 @@ export type ErrorCode =
   | 'ENOENT' | 'EEXIST' | 'ENOTDIR' | 'EISDIR' | 'ENOTEMPTY' | 'EXDEV' | 'EROFS' | 'EPERM'
   | 'EACCES' | 'EINVAL' | 'ENODATA' | 'ERANGE' | 'EBADF' | 'ENOTSUP' | 'ENAMETOOLONG' | 'EIO'
   | 'EBUSY' | 'ELOOP' | 'ENOSPC' | 'EMLINK' | 'E2BIG'
-  | 'BAD_TAR' | 'UNSAFE_PATH' | 'NOT_FOUND' | 'CONFLICT' | 'BAD_REQUEST' | 'STORE_LOCKED'
+  | 'BAD_TAR' | 'BAD_IMAGE' | 'UNSAFE_PATH' | 'NOT_FOUND' | 'CONFLICT' | 'BAD_REQUEST' | 'STORE_LOCKED'
   | 'NO_DAEMON' | 'MOUNT_FAILED' | 'NO_FUSE' | 'INTERNAL'
 
 export class StrataError extends Error {
