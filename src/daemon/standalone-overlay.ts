@@ -3,6 +3,7 @@ import { StrataError } from '../errors.js'
 import type { Logger } from 'pino'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
 import { LowerIndex } from '../overlay/lower-index.js'
+import { standaloneLowerIndex } from './standalone-index.js'
 
 export interface StandaloneSpec {
   /** Bottom first. */
@@ -16,7 +17,8 @@ export interface StandaloneSpec {
 const WATCH_MS = 1000
 
 /**
- * A mount of plain directories with no daemon and no store, the way fuse-overlayfs is used.
+ * A mount of plain directories with no daemon and no store, the way fuse-overlayfs is used. With
+ * an upper, the lower index is kept in LevelDB inside the work dir for the next mount.
  * It ends on SIGTERM/SIGINT, and also when someone else unmounts it (`fusermount -u`), which
  * libfuse 2 does not report: the mount table is watched instead.
  */
@@ -28,9 +30,9 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
   }
   // A layer given as a symlink is followed, as kernel overlayfs follows it.
   const lowerDirs = spec.lowerDirs.map(d => realpathSync(d))
-  const started = performance.now()
-  const lower = await LowerIndex.build(lowerDirs)
-  spec.log.info({ layers: lowerDirs.length, entries: lower.size, ms: Math.round(performance.now() - started) }, 'lower index built')
+  const lower = spec.upper === undefined
+    ? await builtInMemory(lowerDirs, spec.log)
+    : await standaloneLowerIndex(lowerDirs, spec.upper.workDir, spec.log)
   const mount = await mountOverlay({
     mountpoint: spec.mountpoint,
     layerDirs: lowerDirs,
@@ -56,6 +58,14 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
     process.once('SIGINT', stop)
   })
   return { mount, done }
+}
+
+/** A read-only mount has no work dir to keep an index in. */
+async function builtInMemory (lowerDirs: readonly string[], log: Logger): Promise<LowerIndex> {
+  const started = performance.now()
+  const lower = await LowerIndex.build(lowerDirs)
+  log.info({ layers: lowerDirs.length, entries: lower.size, ms: Math.round(performance.now() - started) }, 'lower index built')
+  return lower
 }
 
 /** Reads the mount table, never the mountpoint itself: this process serves it. */

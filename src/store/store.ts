@@ -1,26 +1,25 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, rename, rm, stat } from 'node:fs/promises'
 import type { AbstractSublevel } from 'abstract-level'
-import { Level } from 'level'
-import { StrataError, errorCode } from '../errors.js'
-import { chainIds } from '../layers/digest.js'
+import type { Level } from 'level'
+import { StrataError } from '../errors.js'
+import { chainIds, sha256Hex } from '../layers/digest.js'
 import type { Logger } from '../log.js'
 import { imageId, type ImageConfig } from './image-config.js'
+import { IndexTable } from './index-table.js'
 import { RootLayout } from './layout.js'
 import { generateName, isValidName } from './names.js'
+import { openDb } from './open-db.js'
 import type { ChainRecord, ContainerRecord, ImageRecord, LayerRecord, RemovedImage } from './records.js'
 import { looksLikeTag, normalizeTag } from './refs.js'
 
 type Db = Level<string, unknown>
 type Sub<V> = AbstractSublevel<Db, string | Buffer | Uint8Array, string, V>
 
-interface ChainMarker { records: number; created: string }
-
 /** Imported layer content staged under `<root>/tmp`, as `importLayer` leaves it. */
 export interface StagedLayer { diffId: string; size: number; dir: string }
 
 const hexRe = /^(?:sha256:)?[0-9a-f]{1,64}$/
-const batchSize = 5000
 
 /**
  * The only code that touches LevelDB. Public methods validate and throw StrataError; `_methods`
@@ -32,9 +31,10 @@ export class Store {
   private readonly db: Level<string, unknown>
   private readonly layersDb: Sub<LayerRecord>
   private readonly imagesDb: Sub<ImageConfig>
+  /** Configs as another tool serialized them, by the image ID that is their digest. */
+  private readonly configBytesDb: Sub<string>
   private readonly tagsDb: Sub<string>
-  private readonly chainsDb: Sub<ChainMarker>
-  private readonly indexDb: Sub<unknown>
+  private readonly chains: IndexTable
   private readonly containersDb: Sub<ContainerRecord>
   private readonly log: Logger | undefined
   private queue: Promise<unknown> = Promise.resolve()
@@ -46,9 +46,9 @@ export class Store {
     const sub = <V>(name: string): Sub<V> => db.sublevel<string, V>(name, { valueEncoding: 'json' })
     this.layersDb = sub('layers')
     this.imagesDb = sub('images')
+    this.configBytesDb = sub('config-bytes')
     this.tagsDb = sub('tags')
-    this.chainsDb = sub('chains')
-    this.indexDb = sub('index')
+    this.chains = new IndexTable(db)
     this.containersDb = sub('containers')
   }
 
@@ -56,16 +56,7 @@ export class Store {
   static async open (root: string, log?: Logger): Promise<Store> {
     const layout = new RootLayout(root)
     await mkdir(root, { recursive: true, mode: 0o700 })
-    const db = new Level<string, unknown>(layout.dbDir, { valueEncoding: 'json' })
-    try {
-      await db.open()
-    } catch (err) {
-      const cause = (err as { cause?: unknown }).cause
-      if (errorCode(cause) === 'LEVEL_LOCKED' || errorCode(err) === 'LEVEL_LOCKED') {
-        throw new StrataError('STORE_LOCKED', `another stratafs daemon is using ${root} (its store is locked)`)
-      }
-      throw new StrataError('INTERNAL', `cannot open the store in ${root}: ${(err as Error).message}`, { cause: err })
-    }
+    const db = await openDb(layout.dbDir, `another stratafs daemon is using ${root} (its store is locked)`)
     // Staging from an interrupted import is garbage once nobody else holds the root.
     await rm(layout.tmpDir, { recursive: true, force: true })
     await Promise.all([layout.tmpDir, layout.layersDir, layout.containersDir].map((d) => mkdir(d, { recursive: true, mode: 0o700 })))
@@ -124,7 +115,12 @@ export class Store {
 
   // ---- images ----
 
-  async createImage (config: ImageConfig, tags: string[] = []): Promise<ImageRecord> {
+  /**
+   * `configBytes` is the config as an archive held it, `config` parsed from it: the ID is then
+   * the bytes' sha256, the ID docker and registries know the image by, and the bytes are kept so
+   * the image can be handed on unchanged.
+   */
+  async createImage (config: ImageConfig, tags: string[] = [], configBytes?: Buffer): Promise<ImageRecord> {
     if (config.rootfs?.type !== 'layers' || !Array.isArray(config.rootfs.diff_ids)) {
       throw new StrataError('BAD_REQUEST', 'image config needs rootfs {type: "layers", diff_ids}')
     }
@@ -133,13 +129,16 @@ export class Store {
       for (const d of config.rootfs.diff_ids) {
         if (!await this.hasLayer(d)) throw new StrataError('NOT_FOUND', `no such layer: ${d}`)
       }
-      return this._createImage(config, normalized)
+      return this._createImage(config, normalized, configBytes)
     })
   }
 
-  private async _createImage (config: ImageConfig, tags: string[]): Promise<ImageRecord> {
-    const id = imageId(config)
-    if (await this.imagesDb.get(id) === undefined) await this.imagesDb.put(id, config)
+  private async _createImage (config: ImageConfig, tags: string[], configBytes?: Buffer): Promise<ImageRecord> {
+    const id = configBytes === undefined ? imageId(config) : `sha256:${sha256Hex(configBytes)}`
+    if (await this.imagesDb.get(id) === undefined) {
+      if (configBytes !== undefined) await this.configBytesDb.put(id, configBytes.toString('utf8'))
+      await this.imagesDb.put(id, config)
+    }
     for (const tag of tags) await this.tagsDb.put(tag, id)
     this.log?.info({ id, tags }, 'image stored')
     return { id, config }
@@ -222,7 +221,8 @@ export class Store {
     }
     await this.db.batch([
       ...tags.map((t) => ({ type: 'del' as const, key: t, sublevel: this.tagsDb })),
-      { type: 'del' as const, key: image.id, sublevel: this.imagesDb }
+      { type: 'del' as const, key: image.id, sublevel: this.imagesDb },
+      { type: 'del' as const, key: image.id, sublevel: this.configBytesDb }
     ])
     const layersDeleted = await this._collectGarbage()
     this.log?.info({ id: image.id, tags, layersDeleted }, 'image removed')
@@ -241,8 +241,8 @@ export class Store {
       for (const d of diffIds) keepLayers.add(d)
       for (const c of chainIds(diffIds)) keepChains.add(c)
     }
-    for await (const chainId of this.chainsDb.keys()) {
-      if (!keepChains.has(chainId)) await this._dropChainIndex(chainId)
+    for await (const chainId of this.chains.keys()) {
+      if (!keepChains.has(chainId)) await this.chains.drop(chainId)
     }
     const deleted: string[] = []
     for (const layer of await this.layers()) {
@@ -257,52 +257,26 @@ export class Store {
   // ---- chain indexes ----
 
   async hasChainIndex (chainId: string): Promise<boolean> {
-    return (await this.chainsDb.get(chainId)) !== undefined
+    return this.chains.has(chainId)
   }
 
-  /**
-   * Persists the merged view of a layer stack. The marker is written last, so an index cut short
-   * by a crash is never taken for a whole one.
-   */
+  /** Persists the merged view of a layer stack under its ChainID. */
   async putChainIndex<E> (chainId: string, records: Iterable<ChainRecord<E>>): Promise<number> {
     return this._exclusive(async () => {
-      await this._dropChainIndex(chainId)
-      let n = 0
-      let batch = this.indexDb.batch()
-      for (const r of records) {
-        batch.put(chainKey(chainId, r.dir, r.name), r.entry)
-        if (++n % batchSize === 0) {
-          await batch.write()
-          batch = this.indexDb.batch()
-        }
-      }
-      await batch.write()
-      await this.chainsDb.put(chainId, { records: n, created: new Date().toISOString() })
+      const n = await this.chains.put(chainId, records)
       this.log?.debug({ chainId, records: n }, 'chain index stored')
       return n
     })
   }
 
   /** Every record of a chain index in key order (a directory's entries are contiguous). */
-  async * chainIndex<E> (chainId: string): AsyncIterable<ChainRecord<E>> {
-    const prefix = `${chainId}/`
-    for await (const [key, entry] of this.indexDb.iterator({ gte: prefix, lt: `${chainId}0` })) {
-      const rest = key.slice(prefix.length)
-      const sep = rest.indexOf('\0')
-      yield { dir: rest.slice(0, sep), name: rest.slice(sep + 1), entry: entry as E }
-    }
+  chainIndex<E> (chainId: string): AsyncIterable<ChainRecord<E>> {
+    return this.chains.get<E>(chainId)
   }
 
   /** Whether `path` ('/a/b') is in the merged view of a chain. */
   async chainHas (chainId: string, path: string): Promise<boolean> {
-    const cut = path.lastIndexOf('/')
-    const dir = cut <= 0 ? '/' : path.slice(0, cut)
-    return (await this.indexDb.get(chainKey(chainId, dir, path.slice(cut + 1)))) !== undefined
-  }
-
-  private async _dropChainIndex (chainId: string): Promise<void> {
-    await this.indexDb.clear({ gte: `${chainId}/`, lt: `${chainId}0` })
-    await this.chainsDb.del(chainId)
+    return this.chains.contains(chainId, path)
   }
 
   // ---- containers ----
@@ -392,7 +366,3 @@ export class Store {
   }
 }
 
-/** `<chainid>/<dir>\0<name>`: NUL sorts first, so one directory's entries form one key range. */
-function chainKey (chainId: string, dir: string, name: string): string {
-  return `${chainId}/${dir}\0${name}`
-}
