@@ -4,6 +4,7 @@ import type {
   CommitRequest, CommitResult, ContainerSummary, CreateImageRequest, CreateImageResult, DiffChange, HistoryItem,
   ImageSummary, ImportLayerResult, LayerRecord, MountRequest, ProgressEvent, RemoveImageResult, StreamLine
 } from '../daemon/api-types.js'
+import type { ImportImageRequest, ImportImageResult } from '../daemon/image-import.js'
 import type { InspectedImage } from '../daemon/image-views.js'
 
 export type OnProgress = (event: ProgressEvent) => void
@@ -16,6 +17,7 @@ export class Client {
   importLayer (path: string, onProgress?: OnProgress): Promise<ImportLayerResult> { return this.stream('/v1/layers/import', { path }, onProgress) }
   layers (): Promise<LayerRecord[]> { return this.call('GET', '/v1/layers') }
   createImage (req: CreateImageRequest, onProgress?: OnProgress): Promise<CreateImageResult> { return this.stream('/v1/images/create', req, onProgress) }
+  importImage (req: ImportImageRequest, onProgress?: OnProgress): Promise<ImportImageResult> { return this.stream('/v1/images/import', req, onProgress) }
   images (): Promise<ImageSummary[]> { return this.call('GET', '/v1/images') }
   inspectImage (ref: string): Promise<InspectedImage[]> { return this.call('GET', '/v1/images/inspect', { ref }) }
   imageHistory (ref: string): Promise<HistoryItem[]> { return this.call('GET', '/v1/images/history', { ref }) }

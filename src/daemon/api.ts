@@ -55,6 +55,12 @@ export const routes: Route[] = [
       createdBy: optStr(a, 'createdBy')
     }, p)
   },
+  {
+    method: 'POST',
+    path: '/v1/images/import',
+    stream: true,
+    handle: (s, a, p) => s.importImage({ path: str(a, 'path'), tag: optStr(a, 'tag') }, p)
+  },
   { method: 'GET', path: '/v1/images', handle: (s) => s.images() },
   { method: 'GET', path: '/v1/images/inspect', handle: (s, a) => s.inspectImage(str(a, 'ref')) },
   { method: 'GET', path: '/v1/images/history', handle: (s, a) => s.imageHistory(str(a, 'ref')) },

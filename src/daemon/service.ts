@@ -17,6 +17,7 @@ import type {
 } from './api-types.js'
 import { diffUpper } from './diff.js'
 import { buildImageConfig, commitConfig } from './image-builder.js'
+import { importImageArchive, type ImportImageRequest, type ImportImageResult } from './image-import.js'
 import { imageHistory, imageSummaries, inspectImage, type InspectedImage } from './image-views.js'
 import { LowerIndexes } from './lower-indexes.js'
 import { Mounts } from './mounts.js'
@@ -64,6 +65,11 @@ export class Service {
     }
     const image = await this.store.createImage(buildImageConfig(req, diffIds, sources), [req.tag])
     return { id: image.id, tag: normalizeTag(req.tag), diffIds }
+  }
+
+  async importImage (req: ImportImageRequest, progress: Progress = () => {}): Promise<ImportImageResult> {
+    const path = await resolveOutsideMounts(req.path, () => this.mounts.own(), 'image archive')
+    return importImageArchive(this.store, { ...req, path }, progress, this.log.child({ sub: 'image-import' }))
   }
 
   images (): Promise<ImageSummary[]> {
