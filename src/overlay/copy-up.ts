@@ -6,6 +6,8 @@ import type { Stat } from '../sys/index.js'
 import { lowerIno } from './attr.js'
 import type { IndexEntry, LowerIndex } from './lower-index.js'
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from './mode.js'
+import { InodeMap } from './inode-map.js'
+import { lowerDataPath } from './materialize.js'
 import { type Upper, isPrivateXattr, parentOf } from './upper.js'
 
 /**
@@ -26,7 +28,7 @@ export const METACOPY_XATTR = 'trusted.overlay.metacopy'
 export class CopyUp {
   private readonly inflight = new Map<string, Promise<void>>()
   /** Upper inode → the lower inode number the merged view showed before the copy-up. */
-  readonly inoOf = new Map<number, number>()
+  readonly inoOf: InodeMap
   /** Upper inode → whether it is a metadata-only copy whose data is still the lower file's. */
   private readonly metaOnly = new Map<number, boolean>()
 
@@ -36,7 +38,9 @@ export class CopyUp {
     private readonly log: Logger,
     /** Kernel overlayfs's `metacopy=on`, in its on-disk format. */
     private readonly metacopy: boolean
-  ) {}
+  ) {
+    this.inoOf = new InodeMap(upper.inodeLog)
+  }
 
   /**
    * Makes `path` exist in the upper with what `need` asks of it. Concurrent callers for one path
@@ -70,13 +74,6 @@ export class CopyUp {
     return known
   }
 
-  /** Where the data of a metadata-only copy is: the lower file at the same path. */
-  dataPath (path: string): string {
-    const entry = this.lower.lookup(path)
-    if (entry === undefined) throw new StrataError('EIO', `${path}: metacopy without lower data`)
-    return this.lower.realPath(path, entry)
-  }
-
   /**
    * Gives a metadata-only copy its data, in place: the xattr goes last, so until the copy is
    * whole, readers (and a crash) still see the lower data. Its times stay those it showed.
@@ -84,7 +81,7 @@ export class CopyUp {
   private async completeData (path: string, st: Stat, data: boolean): Promise<void> {
     const real = this.upper.real(path)
     if (data) {
-      await copyInto(this.dataPath(path), real, st.size, fs.constants.O_WRONLY)
+      await copyInto(lowerDataPath(this.lower, path), real, st.size, fs.constants.O_WRONLY)
       sys.lutimens(real, st.atime, st.mtime)
     }
     sys.lremovexattr(real, METACOPY_XATTR)

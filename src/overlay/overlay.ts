@@ -7,6 +7,7 @@ import type { Timespec } from '../layers/entry.js'
 import { type Attr, type Caller, lowerIno, toAttr } from './attr.js'
 import { CopyUp, type CopyNeed } from './copy-up.js'
 import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
+import { lowerDataPath } from './materialize.js'
 import { S_ISGID, isDirMode, isLinkMode } from './mode.js'
 import { Upper, baseName, isPrivateXattr, parentOf } from './upper.js'
 
@@ -103,6 +104,7 @@ export class Overlay {
   /** Called once before the mount answers. */
   init (): void {
     this.upper?.cleanWork()
+    this.copyUp?.inoOf.load()
   }
 
   getattr (path: string): Attr {
@@ -304,6 +306,7 @@ export class Overlay {
     await copyUp.settle(path)
     const r = this.resolve(path)
     if (isDirMode(r.attr.mode)) throw new StrataError('EISDIR', `${path}: is a directory`)
+    if (r.upper !== undefined && r.upper.nlink <= 1) copyUp.inoOf.forget(r.upper.ino)
     if (this.lowerOf(path) === undefined) {
       fs.unlinkSync(upper.real(path))
       return
@@ -360,6 +363,7 @@ export class Overlay {
     const dstReal = upper.real(dst)
     const srcNeedsWhiteout = this.lowerOf(src) !== undefined
     let dstSt = upper.stat(dst)
+    if (dstSt !== undefined && !isDirMode(dstSt.mode) && dstSt.nlink <= 1) copyUp.inoOf.forget(dstSt.ino)
     let trash: string | undefined
     if (dstSt !== undefined && isDirMode(dstSt.mode)) {
       trash = upper.tmpName()
@@ -470,7 +474,7 @@ export class Overlay {
 
   /** The file holding a name's data: the lower file for lower names and metadata-only copies. */
   private dataOf (path: string, r: Resolved): string {
-    if (r.upper !== undefined && r.hidden === undefined && this.copyUp !== undefined) return this.copyUp.dataPath(path)
+    if (r.upper !== undefined && r.hidden === undefined) return lowerDataPath(this.lower, path)
     return this.realOf(path, r)
   }
 
@@ -549,6 +553,7 @@ export class Overlay {
   /** Closes every open file: the mount is going away. */
   close (): void {
     for (const fh of [...this.handles.keys()]) this.release(fh)
+    this.copyUp?.inoOf.compact()
     this.log.debug('overlay closed')
   }
 }

@@ -15,6 +15,8 @@ export class Upper {
   readonly dir: string
   /** Temporary names live in `<workdir>/work`, the subdirectory kernel overlayfs also uses. */
   readonly tmpDir: string
+  /** Where copied-up files' inode numbers are remembered (see InodeMap). */
+  readonly inodeLog: string
   /** Per path: null when the upper has no directory there, else whether that directory is opaque. */
   private readonly dirState = new Map<string, { opaque: boolean } | null>()
   private tmpCounter = 0
@@ -22,6 +24,7 @@ export class Upper {
   constructor (upperDir: string, workDir: string) {
     this.dir = upperDir
     this.tmpDir = workDir + '/work'
+    this.inodeLog = workDir + '/stratafs-inodes'
   }
 
   /** Leftovers of an interrupted copy-up are half-built: they go, as the kernel does at mount. */

@@ -1,0 +1,52 @@
+import fs from 'node:fs'
+import { errorCode } from '../errors.js'
+
+/**
+ * Upper inode → the inode number the merged view showed for that file before its copy-up, so
+ * st_ino stays the same across copy-up (git, tar and rsync remember inode numbers), also across
+ * remounts and daemon restarts. Kept as an append-only log beside the upper (one `upper overlay`
+ * pair per line, `upper -` forgets), replayed at mount and compacted at unmount.
+ */
+export class InodeMap {
+  private readonly map = new Map<number, number>()
+
+  constructor (private readonly file: string) {}
+
+  load (): void {
+    let text: string
+    try {
+      text = fs.readFileSync(this.file, 'utf8')
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return
+      throw err
+    }
+    for (const line of text.split('\n')) {
+      const [upper, shown] = line.split(' ')
+      if (upper === undefined || upper === '' || shown === undefined) continue
+      if (shown === '-') this.map.delete(Number(upper))
+      else this.map.set(Number(upper), Number(shown))
+    }
+  }
+
+  get (upperIno: number): number | undefined {
+    return this.map.get(upperIno)
+  }
+
+  set (upperIno: number, shown: number): void {
+    this.map.set(upperIno, shown)
+    fs.appendFileSync(this.file, `${upperIno} ${shown}\n`)
+  }
+
+  /** The upper inode is gone (its last name removed): its number may be reused by a new file. */
+  forget (upperIno: number): void {
+    if (!this.map.delete(upperIno)) return
+    fs.appendFileSync(this.file, `${upperIno} -\n`)
+  }
+
+  /** Rewrites the log as the current map, through a rename so a crash keeps the old one. */
+  compact (): void {
+    const tmp = `${this.file}.tmp`
+    fs.writeFileSync(tmp, [...this.map].map(([u, o]) => `${u} ${o}\n`).join(''))
+    fs.renameSync(tmp, this.file)
+  }
+}
