@@ -131,8 +131,8 @@ declare module 'fuse-native' {
   class Fuse {
     constructor (mnt: string, ops: Fuse.Operations, opts?: Fuse.Options)
     readonly mnt: string
-    /** Set before each handler runs; read it synchronously at handler entry. */
-    caller: Fuse.Caller
+    /** The current request's caller: read it synchronously at handler entry; each read is a copy. */
+    readonly caller: Fuse.Caller
     mount (cb: (err: Error | null) => void): void
     unmount (cb: (err: Error | null) => void): void
     errno (code: string): number
