@@ -68,6 +68,8 @@ async function fixture (base: string): Promise<Fixture> {
       Entrypoint: null
     },
     created,
+    author: 'Ann <ann@example.org>',
+    comment: 'buildkit.dockerfile.v0',
     docker_version: '24.0.7',
     history: [
       { created, created_by: '/bin/sh -c #(nop) ADD file:0123 in / ' },
@@ -157,7 +159,7 @@ function oneLine (t: Tap, r: CliResult, pattern: RegExp): void {
   t.match(r.stderr, pattern)
 }
 
-interface Inspected { Id: string; RepoTags: string[]; Created: string; Config: Record<string, unknown>; RootFS: { Layers: string[] }; GraphDriver: { Data: { LowerDir: string } } }
+interface Inspected { Id: string; RepoTags: string[]; Created: string; Author: string; Comment: string; Config: Record<string, unknown>; RootFS: { Layers: string[] }; GraphDriver: { Data: { LowerDir: string } } }
 
 async function inspect (t: Tap, d: Daemon, ref: string): Promise<Inspected> {
   return (JSON.parse(await ok(t, d, ['image', 'inspect', ref])) as Inspected[])[0]!
@@ -191,6 +193,8 @@ t.test('docker save archive (classic form): image, config, history, mount', asyn
   t.same(img.RepoTags, ['app:1', 'app:latest'])
   t.same(img.RootFS.Layers, f.diffIds)
   t.equal(img.Created, '2024-05-06T07:08:09.123456789Z')
+  t.equal(img.Author, 'Ann <ann@example.org>')
+  t.equal(img.Comment, 'buildkit.dockerfile.v0', 'the config\'s comment, as docker inspect shows it')
   t.same(img.Config, {
     Env: ['PATH=/usr/bin:/bin', 'A=1'],
     Cmd: ['/bin/sh', '-c', 'echo hi && exit 0'],
@@ -316,4 +320,56 @@ t.test('hostile and broken archives: one line each, nothing stored, the store ke
   t.equal((await ok(t, d, ['layer', 'ls', '--json'])).trim(), '[]', 'no layer stored from a bad archive')
   t.equal((await ok(t, d, ['image', 'ls', '--json'])).trim(), '[]', 'no image either')
   t.equal(await ok(t, d, ['image', 'import', full]), 'Loaded image: evil:1\n', 'and a good archive still imports')
+})
+
+t.test('multi-platform indexes and multi-image archives', async (t) => {
+  const d = await startDaemon(t)
+  const f = await fixture(d.dir('src'))
+  const files = ociLayout(f, { gzip: true })
+  const top = JSON.parse(files.get('index.json')!.toString()) as { manifests: Array<Record<string, unknown>> }
+  const ours = { ...top.manifests[0], platform: { os: 'linux', architecture: ociArchitecture() } }
+  const absent = { ...top.manifests[0], digest: sha256Digest(Buffer.from('not saved')), platform: { os: 'linux', architecture: 'mips64le' } }
+  const withIndex = (entries: Array<Record<string, unknown>>, ref: string): Files => {
+    const nested = goJson({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: entries })
+    const out = new Map(files)
+    out.set(`blobs/sha256/${hex(sha256Digest(nested))}`, nested)
+    out.set('index.json', goJson({
+      schemaVersion: 2,
+      manifests: [{
+        mediaType: 'application/vnd.oci.image.index.v1+json', digest: sha256Digest(nested), size: nested.length,
+        annotations: { 'org.opencontainers.image.ref.name': ref }
+      }]
+    }))
+    return out
+  }
+  const multi = writeDir(withIndex([absent, ours], 'multi:1'), d.dir('multi'))
+  t.equal(await ok(t, d, ['image', 'import', multi]), 'Loaded image: multi:1\n', 'this machine\'s platform picked from the index')
+  t.equal((await inspect(t, d, 'multi:1')).Id, f.configDigest)
+  const foreign = writeDir(withIndex([absent], 'foreign:1'), d.dir('foreign'))
+  oneLine(t, await d.cli(['image', 'import', foreign]), new RegExp(`has no linux/${ociArchitecture()} image \\(it has linux/mips64le\\)`))
+
+  // Two images sharing their bottom layer, saved once and linked, as `docker save a b` does.
+  const d2 = await startDaemon(t)
+  const g = { ...f, config: goJson({ ...JSON.parse(f.config.toString()), rootfs: { type: 'layers', diff_ids: [f.diffIds[0]] }, history: [] }) }
+  g.configDigest = sha256Digest(g.config)
+  const classic = dockerClassic(f, ['two:a'])
+  const first = [...classic.keys()].find((k) => k.endsWith('layer.tar'))!
+  const entries = [...classic].map(([name, body]) => ({ name, body, mode: 0o644 }))
+  // The linked name comes first, so the layer is read through the link.
+  const manifest = [
+    { Config: `${hex(g.configDigest)}.json`, RepoTags: ['two:b'], Layers: ['shared/layer.tar'] },
+    ...(JSON.parse(classic.get('manifest.json')!.toString()) as unknown[])
+  ]
+  const two = join(d.dir('two'), 'two.tar')
+  writeFileSync(two, await buildTar([
+    ...entries.filter((e) => e.name !== 'manifest.json'),
+    { name: `${hex(g.configDigest)}.json`, body: g.config, mode: 0o644 },
+    { name: 'shared/', type: 'directory', mode: 0o755 },
+    { name: 'shared/layer.tar', type: 'symlink', linkname: `../${first}` },
+    { name: 'manifest.json', body: goJson(manifest), mode: 0o644 }
+  ]))
+  oneLine(t, await d2.cli(['image', 'import', two, '--tag', 'x:1']), /holds 2 images; --tag names exactly one/)
+  const both = JSON.parse(await ok(t, d2, ['image', 'import', two, '--json'])) as Array<{ id: string; tags: string[]; newLayers: number }>
+  t.same(both.map((i) => [i.id, i.tags, i.newLayers]), [[g.configDigest, ['two:b'], 1], [f.configDigest, ['two:a'], 1]])
+  t.same((await inspect(t, d2, 'two:b')).RootFS.Layers, [f.diffIds[0]])
 })

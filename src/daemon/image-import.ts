@@ -49,7 +49,7 @@ function importedConfig (image: ArchiveImage): ImageConfig {
   const bad = (what: string): StrataError => new StrataError('BAD_IMAGE', `image config ${image.configDigest}: ${what}`)
   if (typeof c.architecture !== 'string' || typeof c.os !== 'string') throw bad('architecture and os must be strings')
   if (c.os !== 'linux') throw bad(`it is a ${c.os} image; only linux images can be mounted`)
-  if (c.created !== undefined && typeof c.created !== 'string') throw bad('created must be a string')
+  for (const key of ['created', 'author', 'comment']) if (c[key] !== undefined && typeof c[key] !== 'string') throw bad(`${key} must be a string`)
   const run = c.config ?? {}
   if (!isObject(run)) throw bad('config must be an object')
   for (const key of ['Env', 'Cmd', 'Entrypoint']) if (!stringList(run[key])) throw bad(`config.${key} must be a list of strings`)

@@ -5,6 +5,9 @@ export interface ImageConfig {
   architecture: string
   os: string
   created: string
+  /** Set by the tools that built an imported image (`docker commit -a/-m`, buildkit). */
+  author?: string
+  comment?: string
   config: {
     Env?: string[]
     Cmd?: string[]
