@@ -4,6 +4,7 @@ import {
   chmodSync, closeSync, constants, existsSync, fstatSync, mkdtempSync, openSync, readdirSync, readSync, rmSync,
   statfsSync, statSync, unlinkSync, writeFileSync, writeSync, ftruncateSync
 } from 'node:fs'
+import { readFile, unlink } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -30,7 +31,10 @@ add('/', { mode: 0o40755, ino: 1, nlink: 2 })
 add('/big', { mode: 0o100644, ino: ${BIG_INO} }, Buffer.from('hello'))
 add('/sparse', { mode: 0o100666, ino: 3, size: 6 * ${GiB} })
 add('/fifo', { mode: 0o10644, ino: 4 })
+add('/slow', { mode: 0o100644, ino: 5 }, Buffer.from('late answer'))
 nodes.get('/big').xattrs.set('user.ten', Buffer.from('0123456789'))
+// A read of /slow is answered only when the test says so.
+let answerSlow
 let nextIno = 100
 const handles = new Map()
 let nextFh = 10
@@ -77,9 +81,13 @@ const ops = {
     report('read', { path, fd, len, pos })
     const n = handles.get(fd)
     if (n === nodes.get('/sparse')) { buf.fill(Math.floor(pos / ${GiB}), 0, len); return cb(len) }
-    const part = n.data.subarray(pos, pos + len)
-    part.copy(buf)
-    cb(part.length)
+    const answer = () => {
+      const part = n.data.subarray(pos, pos + len)
+      part.copy(buf)
+      cb(part.length)
+    }
+    if (n.attr.ino === 5 && pos === 0) answerSlow = answer
+    else answer()
   },
   write (path, fd, buf, len, pos, cb) {
     report('write', { path, fd, len, pos })
@@ -122,6 +130,7 @@ const fuse = new Fuse(mnt, ops, {
 fuse.mount(err => process.send({ op: 'mounted', error: err ? err.message : null }))
 process.on('message', m => {
   if (m === 'ping') process.send({ op: 'pong' })
+  if (m === 'answer-slow') answerSlow?.()
   if (m === 'unmount') fuse.unmount(err => { process.send({ op: 'unmounted', error: err ? err.message : null }); process.exit(0) })
 })
 `
@@ -334,4 +343,19 @@ t.test('hard_remove: an unlinked open file works through its fd with path null',
   t.equal(since(start, 'write')[0]?.path, null, 'write sees path null')
   const rel = since(start, 'release')
   t.equal(rel[0]?.path, null, 'release sees path null')
+})
+
+t.test('a late answer holds no other request back; an unlink waits for the read holding its path', async t => {
+  const from = await mark()
+  const reading = readFile(join(mnt, 'slow'), 'utf8')
+  while (since(from, 'read').length === 0) await new Promise(resolve => setTimeout(resolve, 10))
+  for (let i = 0; i < 20; i++) t.equal(statSync(join(mnt, 'big')).size, 5)
+  const unlinking = unlink(join(mnt, 'slow')).then(() => 'unlinked')
+  await new Promise(resolve => setTimeout(resolve, 200))
+  // (No lookup in / now: the pending unlink holds the directory's lock in the kernel.)
+  t.same(since(from, 'unlink'), [], 'unlink waits while the read holds the path')
+  child?.send('answer-slow')
+  t.equal(await reading, 'late answer')
+  t.equal(await unlinking, 'unlinked')
+  t.notOk(existsSync(join(mnt, 'slow')))
 })
