@@ -310,6 +310,9 @@ t.test('hostile and broken archives: one line each, nothing stored, the store ke
   writeFileSync(join(d.base, 'secret'), f.config)
   symlinkSync(join(d.base, 'secret'), configPath)
   oneLine(t, await d.cli(['image', 'import', linkOut]), /is a symlink that leads out of the archive/)
+  rmSync(configPath)
+  symlinkSync('../../../secret', configPath)
+  oneLine(t, await d.cli(['image', 'import', linkOut]), /is a symlink that leads out of the archive/)
 
   oneLine(t, await d.cli(['image', 'import', d.dir('empty')]), /neither an OCI image layout .* nor a docker save archive/)
   oneLine(t, await d.cli(['image', 'import', join(work, 'nope.tar')]), /does not exist/)
@@ -372,4 +375,11 @@ t.test('multi-platform indexes and multi-image archives', async (t) => {
   const both = JSON.parse(await ok(t, d2, ['image', 'import', two, '--json'])) as Array<{ id: string; tags: string[]; newLayers: number }>
   t.same(both.map((i) => [i.id, i.tags, i.newLayers]), [[g.configDigest, ['two:b'], 1], [f.configDigest, ['two:a'], 1]])
   t.same((await inspect(t, d2, 'two:b')).RootFS.Layers, [f.diffIds[0]])
+
+  const d3 = await startDaemon(t)
+  const twoDir = writeDir(new Map([...classic, [`${hex(g.configDigest)}.json`, g.config], ['manifest.json', goJson(manifest)]]), d3.dir('two'))
+  mkdirSync(join(twoDir, 'shared'))
+  symlinkSync(`../${first}`, join(twoDir, 'shared', 'layer.tar'))
+  const fromDir = JSON.parse(await ok(t, d3, ['image', 'import', twoDir, '--json'])) as Array<{ id: string; newLayers: number }>
+  t.same(fromDir.map((i) => [i.id, i.newLayers]), [[g.configDigest, 1], [f.configDigest, 1]], 'the same archive unpacked: the relative link is followed inside it')
 })

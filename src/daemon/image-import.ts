@@ -9,6 +9,7 @@ import { ociArchitecture, type HistoryEntry, type ImageConfig } from '../store/i
 import { normalizeTag } from '../store/refs.js'
 import type { Store } from '../store/store.js'
 import type { ProgressEvent } from './api-types.js'
+import { isAtOrBelow } from './mountinfo.js'
 
 export interface ImportImageRequest {
   /** An OCI image layout or a `docker save` archive: a directory, a tar or a tar.gz. */
@@ -86,10 +87,15 @@ function tagsFor (image: ArchiveImage, req: ImportImageRequest): string[] {
  * The image keeps the archive's config bytes, so its ID is the one docker gives it.
  */
 export async function importImageArchive (
-  store: Store, req: ImportImageRequest, progress: (event: ProgressEvent) => void, log: Logger
+  store: Store, req: ImportImageRequest, progress: (event: ProgressEvent) => void, log: Logger, ownMounts: () => Iterable<string>
 ): Promise<ImportImageResult> {
   if (req.tag !== undefined) normalizeTag(req.tag)
-  const source = await openImageSource(req.path, store.layout.tmpDir)
+  // A symlink in an unpacked archive could lead into one of our mounts: touching it would hang the daemon.
+  const source = await openImageSource(req.path, store.layout.tmpDir, (abs) => {
+    for (const mp of ownMounts()) {
+      if (isAtOrBelow(abs, mp)) throw new StrataError('BAD_REQUEST', `${abs} is inside the stratafs mount ${mp}; the daemon cannot read its own mounts`)
+    }
+  })
   try {
     const images = await readImageArchive(source, { os: 'linux', architecture: ociArchitecture() })
     if (req.tag !== undefined && images.length !== 1) {

@@ -69,7 +69,7 @@ export class Service {
 
   async importImage (req: ImportImageRequest, progress: Progress = () => {}): Promise<ImportImageResult> {
     const path = await resolveOutsideMounts(req.path, () => this.mounts.own(), 'image archive')
-    return importImageArchive(this.store, { ...req, path }, progress, this.log.child({ sub: 'image-import' }))
+    return importImageArchive(this.store, { ...req, path }, progress, this.log.child({ sub: 'image-import' }), () => this.mounts.own())
   }
 
   images (): Promise<ImageSummary[]> {

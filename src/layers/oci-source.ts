@@ -1,16 +1,19 @@
 import { createReadStream, createWriteStream } from 'node:fs'
-import { lstat, mkdtemp, open, realpath, rm, stat } from 'node:fs/promises'
+import { lstat, mkdtemp, open, readlink, rm, stat } from 'node:fs/promises'
 import { join, posix } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGunzip } from 'node:zlib'
 import * as tar from 'tar-stream'
 import { StrataError, errorCode } from '../errors.js'
-import { sniffGzip } from './decompress.js'
 
 /** Manifests, indexes and configs are small; a bigger one is hostile or broken. */
 const MAX_JSON = 16 << 20
 const MAX_LINK_HOPS = 40
+const GZIP_MAGIC = Buffer.from([0x1f, 0x8b])
+
+/** Throws for a path the reader must not touch (the daemon's own mounts); called before any fs call on it. */
+export type PathGuard = (absPath: string) => void
 
 /**
  * The files of an image archive (an OCI layout or a `docker save` output), whether it is a
@@ -70,27 +73,52 @@ async function readHead (stream: Readable, n: number): Promise<Buffer> {
 
 /** An unpacked archive: `skopeo copy … oci:DIR`, or a `docker save` tar someone extracted. */
 class DirectorySource implements ImageSource {
-  constructor (readonly path: string, private readonly realRoot: string) {}
+  private readonly resolved = new Map<string, string>()
 
-  /** The file's real path, refused when a symlink inside the archive leads out of it. */
+  constructor (readonly path: string, private readonly guard: PathGuard) {}
+
+  /**
+   * Follows symlinks one component at a time, inside the archive only: `docker save` links a
+   * shared layer by a relative name, and anything absolute or climbing out of the root is refused
+   * before it is touched. `realpath` would visit the target first and judge after.
+   */
   private async resolve (name: string): Promise<string | undefined> {
-    let real: string
-    try {
-      real = await realpath(join(this.realRoot, name))
-    } catch (err) {
-      if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return undefined
-      throw err
+    const out = (): StrataError => new StrataError('UNSAFE_PATH', `"${name}" in ${this.path} is a symlink that leads out of the archive`)
+    let pending = name.split('/')
+    const done: string[] = []
+    for (let hops = 0; pending.length > 0;) {
+      const part = pending.shift()!
+      if (part === '' || part === '.') continue
+      if (part === '..') {
+        if (done.pop() === undefined) throw out()
+        continue
+      }
+      done.push(part)
+      const abs = join(this.path, ...done)
+      this.guard(abs)
+      let st
+      try {
+        st = await lstat(abs)
+      } catch (err) {
+        if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return undefined
+        throw err
+      }
+      if (!st.isSymbolicLink()) continue
+      if (++hops > MAX_LINK_HOPS) throw new StrataError('BAD_IMAGE', `"${name}" in ${this.path} is a loop of links`)
+      const target = await readlink(abs)
+      if (target.startsWith('/')) throw out()
+      done.pop()
+      pending = [...target.split('/'), ...pending]
     }
-    if (!real.startsWith(this.realRoot + '/')) {
-      throw new StrataError('UNSAFE_PATH', `"${name}" in ${this.path} is a symlink that leads out of the archive`)
-    }
+    const real = join(this.path, ...done)
+    this.resolved.set(name, real)
     return real
   }
 
   async size (name: string): Promise<number | undefined> {
     const real = await this.resolve(name)
     if (real === undefined) return undefined
-    const st = await stat(real)
+    const st = await lstat(real)
     return st.isFile() ? st.size : undefined
   }
 
@@ -103,8 +131,9 @@ class DirectorySource implements ImageSource {
   }
 
   stream (name: string): Readable {
-    // Resolved and checked by size() first; a file swapped in between is still inside the root.
-    return createReadStream(join(this.realRoot, name))
+    const real = this.resolved.get(name)
+    if (real === undefined) throw missing(this, name, 'file')
+    return createReadStream(real)
   }
 
   async close (): Promise<void> {}
@@ -123,20 +152,24 @@ class TarSource implements ImageSource {
   private constructor (readonly path: string, private readonly file: string, private readonly fileSize: number, private readonly scratch?: string) {}
 
   static async open (path: string, tmpDir: string): Promise<TarSource> {
-    const { gzip, stream } = await sniffGzip(createReadStream(path))
+    const fh = await open(path, 'r')
+    const magic = Buffer.alloc(GZIP_MAGIC.length)
+    try {
+      await fh.read(magic, 0, magic.length, 0)
+    } finally {
+      await fh.close()
+    }
     let file = path
     let scratch: string | undefined
-    if (gzip) {
+    if (magic.equals(GZIP_MAGIC)) {
       scratch = await mkdtemp(join(tmpDir, 'archive-'))
       file = join(scratch, 'archive.tar')
       try {
-        await pipeline(stream, createGunzip(), createWriteStream(file))
+        await pipeline(createReadStream(path), createGunzip(), createWriteStream(file))
       } catch (err) {
         await rm(scratch, { recursive: true, force: true })
         throw new StrataError('BAD_IMAGE', `${path}: corrupt gzip stream (${(err as Error).message})`, { cause: err })
       }
-    } else {
-      stream.destroy()
     }
     const source = new TarSource(path, file, (await stat(file)).size, scratch)
     try {
@@ -222,8 +255,11 @@ class TarSource implements ImageSource {
   }
 }
 
-/** Opens a directory or a tar (plain or gzipped) as an image archive. `tmpDir` takes an inflated copy of a gzipped one. */
-export async function openImageSource (path: string, tmpDir: string): Promise<ImageSource> {
+/**
+ * Opens a directory or a tar (plain or gzipped) as an image archive. `tmpDir` takes an inflated
+ * copy of a gzipped one; `guard` vets every path inside a directory archive before it is touched.
+ */
+export async function openImageSource (path: string, tmpDir: string, guard: PathGuard = () => {}): Promise<ImageSource> {
   let st
   try {
     st = await lstat(path)
@@ -232,7 +268,7 @@ export async function openImageSource (path: string, tmpDir: string): Promise<Im
     if (errorCode(err) === 'ENOENT') throw new StrataError('NOT_FOUND', `${path} does not exist`, { cause: err })
     throw err
   }
-  if (st.isDirectory()) return new DirectorySource(path, await realpath(path))
+  if (st.isDirectory()) return new DirectorySource(path, guard)
   if (st.isFile()) return TarSource.open(path, tmpDir)
   throw new StrataError('BAD_REQUEST', `${path} is neither a directory nor a tar file`)
 }
