@@ -39,9 +39,19 @@ fi
 # build/Release/fuse.node before any prebuild.
 fuse=node_modules/fuse-native
 patchfile=patches/fuse-native+2.2.6.patch
-if ! patch -p1 -R --dry-run -s -f -d "$fuse" <"$patchfile" >/dev/null 2>&1; then
-  log "patching $fuse"
-  patch -p1 -N -s -d "$fuse" <"$patchfile"
+# The patch that is applied is kept beside it, so a checkout whose patch changed since can take
+# the old one off first.
+applied=$fuse/.stratafs.patch
+if ! cmp -s "$patchfile" "$applied" 2>/dev/null; then
+  if [[ -f $applied ]]; then
+    log "taking the previous patch off $fuse"
+    patch -p1 -R -s -d "$fuse" <"$applied"
+  fi
+  if ! patch -p1 -R --dry-run -s -f -d "$fuse" <"$patchfile" >/dev/null 2>&1; then
+    log "patching $fuse"
+    patch -p1 -N -s -d "$fuse" <"$patchfile"
+  fi
+  cp "$patchfile" "$applied"
   rm -rf "$fuse/build"
 fi
 if [[ ! -f $fuse/build/Release/fuse.node || $patchfile -nt $fuse/build/Release/fuse.node ]]; then

@@ -217,11 +217,12 @@ export class Overlay {
     })
   }
 
-  async write (fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
-    const { fd } = this.handle(fh)
-    return await new Promise((resolve, reject) => {
-      fs.write(fd, buf, 0, len, pos, (err, n) => err === null ? resolve(n) : reject(err))
-    })
+  /**
+   * Synchronous: a write of at most 128 KiB lands in the upper file's page cache in microseconds,
+   * less than a round trip through libuv's pool. Reads stay asynchronous: they may wait on a disk.
+   */
+  write (fh: number, buf: Buffer, len: number, pos: number): number {
+    return fs.writeSync(this.handle(fh).fd, buf, 0, len, pos)
   }
 
   release (fh: number): void {
