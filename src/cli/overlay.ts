@@ -4,8 +4,6 @@ import { closeSync, writeSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { StrataError } from '../errors.js'
-import { createLogger } from '../log.js'
-import { serveStandalone } from '../daemon/standalone-overlay.js'
 import { UsageError } from './command.js'
 
 export const OVERLAY_USAGE = `usage: stratafs overlay [-f] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W] [SOURCE] MOUNTPOINT`
@@ -97,6 +95,8 @@ export async function runOverlay (argv: string[]): Promise<number> {
     process.stderr.write(`stratafs overlay: ignoring options: ${args.ignored.join(',')}\n`)
   }
   if (!args.foreground) return await startInBackground(argv)
+  // Loaded here only: the process that returns to the caller needs none of the serving code.
+  const [{ createLogger }, { serveStandalone }] = await Promise.all([import('../log.js'), import('../daemon/standalone-overlay.js')])
   const log = createLogger()
   process.umask(0)
   let served
