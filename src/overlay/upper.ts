@@ -1,5 +1,4 @@
 import fs from 'node:fs'
-import { errorCode } from '../errors.js'
 import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
 import { OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, isKernelWhiteout, isOpaqueValue, makeWhiteout, markOpaque } from '../layers/whiteout.js'
@@ -42,12 +41,7 @@ export class Upper {
   }
 
   stat (path: string): Stat | undefined {
-    try {
-      return sys.lstat(this.real(path))
-    } catch (err) {
-      if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return undefined
-      throw err
-    }
+    return sys.lstatIfExists(this.real(path))
   }
 
   /** Whether the upper holds a real directory at `path`, and if it is opaque. Cached. */

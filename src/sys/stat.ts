@@ -1,5 +1,7 @@
 import type { Timespec } from '../layers/entry.js'
-import { check, libc } from './libc.js'
+import { check, koffi, libc, sysError } from './libc.js'
+
+const { ENOENT, ENOTDIR } = koffi.os.errno
 
 export interface Stat {
   dev: number
@@ -55,6 +57,19 @@ function decode (): Stat {
 /** lstat(2) with nanosecond times. Shares one buffer: the result is decoded before returning. */
 export function lstat (path: string): Stat {
   check(lstatFn(path, buf), 'lstat', path)
+  return decode()
+}
+
+/**
+ * lstat(2) for a path that may well not exist: undefined for ENOENT and ENOTDIR, with no Error
+ * built for them (a lookup below the upper misses far more often than it hits).
+ */
+export function lstatIfExists (path: string): Stat | undefined {
+  if (lstatFn(path, buf) < 0) {
+    const errno = koffi.errno()
+    if (errno === ENOENT || errno === ENOTDIR) return undefined
+    throw sysError('lstat', errno, path)
+  }
   return decode()
 }
 
