@@ -1,7 +1,7 @@
 import t from 'tap'
 import { execFileSync, fork, spawnSync, type ChildProcess } from 'node:child_process'
 import {
-  chmodSync, closeSync, constants, existsSync, fstatSync, mkdtempSync, openSync, readdirSync, readSync, rmSync,
+  chmodSync, closeSync, constants, existsSync, fstatSync, linkSync, mkdtempSync, openSync, readdirSync, readSync, rmSync,
   statfsSync, statSync, unlinkSync, writeFileSync, writeSync, ftruncateSync
 } from 'node:fs'
 import { readFile, unlink } from 'node:fs/promises'
@@ -127,11 +127,43 @@ const fuse = new Fuse(mnt, ops, {
   allowOther: true, defaultPermissions: true, attrTimeout: 0, entryTimeout: 0,
   mkdir: true, force: true, timeout: false
 })
-fuse.mount(err => process.send({ op: 'mounted', error: err ? err.message : null }))
+// A second mount whose attributes the kernel caches, except where an answer says cacheable: false.
+const cachedNodes = new Map([
+  ['/', { mode: 0o40755, ino: 1, nlink: 2 }],
+  ['/plain', { mode: 0o100644, ino: 2, nlink: 1 }],
+  ['/linked', { mode: 0o100644, ino: 3, nlink: 2 }],
+  ['/solo', { mode: 0o100644, ino: 4, nlink: 1 }]
+])
+const cachedStat = path => {
+  const a = cachedNodes.get(path)
+  return { uid: 0, gid: 0, size: 0, atime: now, mtime: now, ctime: now, ...a, cacheable: a.mode >> 12 === 4 || a.nlink === 1 }
+}
+const cached = new Fuse(process.argv[3], {
+  getattr (path, cb) {
+    report('cached-getattr', { path })
+    if (!cachedNodes.has(path)) return cb(Fuse.ENOENT)
+    cb(0, cachedStat(path))
+  },
+  link (src, dst, cb) {
+    const a = cachedNodes.get(src)
+    a.nlink++
+    cachedNodes.set(dst, a)
+    cb(0)
+  }
+}, {
+  fsname: 'bindingtest-cached,use_ino,entry_timeout=3600,attr_timeout=3600',
+  allowOther: true, defaultPermissions: true, mkdir: true, force: true, timeout: false
+})
+fuse.mount(err => {
+  if (err) return process.send({ op: 'mounted', error: err.message })
+  cached.mount(err => process.send({ op: 'mounted', error: err ? err.message : null }))
+})
 process.on('message', m => {
   if (m === 'ping') process.send({ op: 'pong' })
   if (m === 'answer-slow') answerSlow?.()
-  if (m === 'unmount') fuse.unmount(err => { process.send({ op: 'unmounted', error: err ? err.message : null }); process.exit(0) })
+  if (m === 'unmount') {
+    cached.unmount(() => fuse.unmount(err => { process.send({ op: 'unmounted', error: err ? err.message : null }); process.exit(0) }))
+  }
 })
 `
 
@@ -139,6 +171,7 @@ interface Event { op: string; path?: string | null; fd?: number; fh?: number; fl
 
 const base = mkdtempSync(join(tmpdir(), 'stratafs-binding-'))
 const mnt = join(base, 'mnt')
+const cachedMnt = join(base, 'cached')
 // The caller test runs a command as nobody, who must be able to reach the mountpoint.
 chmodSync(base, 0o755)
 writeFileSync(join(base, 'server.mjs'), server)
@@ -152,6 +185,7 @@ t.teardown(async () => {
     await Promise.race([exited, new Promise(resolve => setTimeout(resolve, 5000))])
     if (child.exitCode === null) child.kill('SIGKILL')
   }
+  spawnSync('fusermount', ['-uz', cachedMnt])
   spawnSync('fusermount', ['-uz', mnt])
   rmSync(base, { recursive: true, force: true })
 })
@@ -174,7 +208,7 @@ async function settle (): Promise<void> {
 }
 
 t.before(async () => {
-  child = fork(join(base, 'server.mjs'), [mnt], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  child = fork(join(base, 'server.mjs'), [mnt, cachedMnt], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const mounted = new Promise<Event>((resolve, reject) => {
     child?.on('message', (m: Event) => {
       if (m.op === 'pong') pong?.()
@@ -358,4 +392,26 @@ t.test('a late answer holds no other request back; an unlink waits for the read 
   t.equal(await reading, 'late answer')
   t.equal(await unlinking, 'unlinked')
   t.notOk(existsSync(join(mnt, 'slow')))
+})
+
+t.test('an answer marked cacheable: false is asked again on every stat, a cacheable one once', async t => {
+  const asked = async (name: string, stats: number): Promise<number> => {
+    const from = await mark()
+    for (let i = 0; i < stats; i++) statSync(join(cachedMnt, name))
+    await settle()
+    return since(from, 'cached-getattr').filter(e => e.path === '/' + name).length
+  }
+  t.equal(await asked('plain', 5), 1, 'cacheable: asked at lookup only')
+  t.equal(await asked('plain', 5), 0, 'cacheable: not asked again')
+  // The lookup's own answer is already expired when the first stat looks at it.
+  t.equal(await asked('linked', 5), 6, 'not cacheable: the lookup, then a getattr per stat')
+  t.equal(await asked('linked', 5), 5, 'a getattr per stat')
+
+  t.equal(statSync(join(cachedMnt, 'solo')).nlink, 1)
+  t.equal(await asked('solo', 3), 0, 'cached while it has one name')
+  linkSync(join(cachedMnt, 'solo'), join(cachedMnt, 'second'))
+  t.equal(statSync(join(cachedMnt, 'second')).nlink, 2, 'the new name is fresh')
+  t.equal(statSync(join(cachedMnt, 'solo')).nlink, 2, 'the name linked through is not stale')
+  t.equal(await asked('solo', 3), 3, 'and no longer cached')
+  t.equal(await asked('second', 3), 3)
 })

@@ -27,6 +27,11 @@ declare module 'fuse-native' {
       atime: Timespec | Date | number
       mtime: Timespec | Date | number
       ctime: Timespec | Date | number
+      /**
+       * false: the kernel must not cache these attributes (getattr and fgetattr answers; also the
+       * entry replies built from them). Default true: cached for the mount's attr_timeout.
+       */
+      cacheable?: boolean
     }
 
     interface Statfs {

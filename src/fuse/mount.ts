@@ -34,15 +34,15 @@ const CACHE_SECONDS = 86400
  *
  * A read-only stack never changes: attributes and pages stay cached (kernel_cache). On a writable
  * mount, libfuse's high-level API gives each hard link its own kernel inode, so a change through
- * one name would leave the others' cached attributes and pages stale: attributes are not cached
- * there, and pages are dropped when an open finds the file changed (auto_cache).
+ * one name would leave the others' cached attributes and pages stale: the attributes of files
+ * with several links are answered not cacheable (operations.ts), and pages are dropped when an
+ * open finds the file changed (auto_cache).
  */
 function fuseOptions (spec: MountSpec): Record<string, unknown> {
   const writable = spec.upper !== undefined
   const extra = [
     'use_ino', 'big_writes', 'nonempty', 'dev', 'suid', writable ? 'auto_cache' : 'kernel_cache',
-    `entry_timeout=${CACHE_SECONDS}`, `negative_timeout=${CACHE_SECONDS}`,
-    `attr_timeout=${writable ? 0 : CACHE_SECONDS}`
+    `entry_timeout=${CACHE_SECONDS}`, `negative_timeout=${CACHE_SECONDS}`, `attr_timeout=${CACHE_SECONDS}`
   ]
   if (!writable) extra.push('ro')
   return {

@@ -14,6 +14,20 @@ function stat (attr: Attr): Record<string, unknown> {
   return attr as unknown as Record<string, unknown>
 }
 
+const S_IFMT = 0o170000
+const S_IFDIR = 0o040000
+
+/**
+ * libfuse gives each name of a file its own kernel inode, so a change through one hard link
+ * would leave what the kernel caches for the others stale: their answers are not cached.
+ * Directories cannot be linked, and the kernel refreshes their own attributes after a change
+ * inside them.
+ */
+function writableStat (attr: Attr): Record<string, unknown> {
+  if (attr.nlink <= 1 || (attr.mode & S_IFMT) === S_IFDIR) return stat(attr)
+  return { ...attr, cacheable: false }
+}
+
 /**
  * fuse-native callbacks → overlay calls. Requests reach here on the one JS thread; an async
  * overlay call (data, copy-up) lets others run meanwhile. Every error becomes an errno here and
@@ -43,11 +57,12 @@ export function operations (overlay: Overlay, caller: () => Caller | undefined, 
     fn().then(n => cb(n), err => cb(toErrno(err, log, op, null)))
   }
   const who = (): Caller => caller() ?? ROOT
+  const answerStat = overlay.readOnly ? stat : writableStat
 
   return {
     init: (cb: Cb) => run('init', null, cb, () => overlay.init()),
-    getattr: (path: string, cb: Cb) => run('getattr', path, cb, () => stat(overlay.getattr(path))),
-    fgetattr: (path: string | null, fd: number, cb: Cb) => run('fgetattr', path, cb, () => stat(overlay.fgetattr(path, fd))),
+    getattr: (path: string, cb: Cb) => run('getattr', path, cb, () => answerStat(overlay.getattr(path))),
+    fgetattr: (path: string | null, fd: number, cb: Cb) => run('fgetattr', path, cb, () => answerStat(overlay.fgetattr(path, fd))),
     access: (path: string, _mode: number, cb: Cb) => run('access', path, cb, () => { overlay.getattr(path) }),
     readlink: (path: string, cb: Cb) => run('readlink', path, cb, () => overlay.readlink(path)),
     readdir: (path: string, cb: Cb) => {
