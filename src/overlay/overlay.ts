@@ -328,9 +328,7 @@ export class Overlay {
       upper.whiteout(path)
     } else {
       // The upper copy may still hold whiteouts: move it out of sight whole, then delete it.
-      const tmp = upper.tmpName()
-      upper.move(path, tmp, needsWhiteout)
-      fs.rmSync(tmp, { recursive: true, force: true })
+      fs.rmSync(upper.takeAway(path, needsWhiteout), { recursive: true, force: true })
     }
     upper.forgetDirs()
   }
@@ -392,9 +390,7 @@ export class Overlay {
     if (isDirMode(r.attr.mode)) throw new StrataError('EISDIR', `${path}: is a directory`)
     const needsWhiteout = this.lowerOf(path) !== undefined
     if (r.upper !== undefined) {
-      const tmp = upper.tmpName()
-      upper.move(path, tmp, needsWhiteout)
-      this.hidden.set(hiddenPath, { real: tmp, ino: r.attr.ino, owned: true })
+      this.hidden.set(hiddenPath, { real: upper.takeAway(path, needsWhiteout), ino: r.attr.ino, owned: true })
       return
     }
     this.hidden.set(hiddenPath, { real: this.realOf(path, r), ino: r.attr.ino, owned: false })

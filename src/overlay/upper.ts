@@ -86,12 +86,27 @@ export class Upper {
 
   /**
    * Renames `from` (an upper path) to the real path `to`; with `whiteout`, a whiteout takes its
-   * place in the same rename (RENAME_WHITEOUT), owned by root like the kernel's.
+   * place in the same rename (RENAME_WHITEOUT, which the kernel's rename uses too: the whiteout
+   * takes a setgid parent's group).
    */
   move (from: string, to: string, whiteout: boolean): void {
-    const real = this.real(from)
-    sys.renameat2(real, to, whiteout ? sys.RENAME_WHITEOUT : 0)
-    if (whiteout) fs.lchownSync(real, 0, 0)
+    sys.renameat2(this.real(from), to, whiteout ? sys.RENAME_WHITEOUT : 0)
+  }
+
+  /**
+   * Moves the node at `path` into the work directory and returns where; with `whiteout`, a
+   * whiteout built there takes its place in the same rename (RENAME_EXCHANGE), as the kernel
+   * removes a name.
+   */
+  takeAway (path: string, whiteout: boolean): string {
+    const tmp = this.tmpName()
+    if (whiteout) {
+      makeWhiteout(tmp, 0)
+      sys.renameat2(tmp, this.real(path), sys.RENAME_EXCHANGE)
+    } else {
+      fs.renameSync(this.real(path), tmp)
+    }
+    return tmp
   }
 
   setOpaque (real: string): void {
