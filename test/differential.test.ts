@@ -136,8 +136,20 @@ class MtimeMask {
   private readonly paths = new Set<string>()
   private readonly subtrees = new Set<string>()
 
+  private readonly before = new Set<bigint>()
+
+  /** Before the operation: the inodes whose data it writes, which a removal may unname. */
+  prepare (op: Op, kernelRoot: string): void {
+    this.before.clear()
+    for (const p of mtimeEffect(op).contentOf) {
+      const ino = inoOf(join(kernelRoot, p), true)
+      if (ino !== undefined) this.before.add(ino)
+    }
+  }
+
   record (op: Op, ok: boolean, kernelRoot: string): void {
     const effect = mtimeEffect(op)
+    for (const ino of this.before) this.inos.add(ino)
     for (const p of effect.names) this.paths.add(p)
     if (effect.subtree !== undefined) this.subtrees.add(effect.subtree)
     for (const p of effect.contentOf) {
@@ -246,6 +258,7 @@ for (const seed of seeds()) {
     for (let i = 0; i < OPS && !failed; i++) {
       const op = gen.next(walkView(kmnt))
       if (SKIP.has(op.kind)) continue
+      mask.prepare(op, kmnt)
       const kres = applyOp(kmnt, op)
       const sres = applyOp(smnt, op)
       log.push(`#${i} ${describeOp(op)} → ${kres}${sres === kres ? '' : ` | stratafs: ${sres}`}`)

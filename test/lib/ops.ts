@@ -249,8 +249,11 @@ export function mtimeEffect (op: Op): MtimeEffect {
       return { ...none, made: [op.path], names: [op.path, parentOf(op.path)] }
     case 'link':
       return { ...none, names: [parentOf(op.to)] }
-    case 'unlink': case 'rmdir': case 'unlinkOpen':
+    case 'unlink': case 'rmdir':
       return { ...none, names: [op.path, parentOf(op.path)] }
+    case 'unlinkOpen':
+      // It writes through its descriptor: the file's other hard links see that mtime too.
+      return { ...none, contentOf: [op.path], names: [op.path, parentOf(op.path)] }
     case 'rename':
       return { ...none, names: [op.path, parentOf(op.path), parentOf(op.to)], subtree: op.to }
     default:
