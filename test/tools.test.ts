@@ -242,19 +242,19 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
     t.equal(mounted.code, 0, `mount: ${mounted.stderr}`)
     if (mounted.code !== 0) return
     writeFileSync(join(bmnt, 'script.sh'), [
-      'mkdir -p /work/sub',
-      'echo one > /work/a',
-      'echo two >> /work/a',
-      'cat /work/a > /work/sub/b',
-      'rm /work/a',
-      'ls /work /work/sub',
-      'wc -l < /work/sub/b',
-      'cat /bin/../work/sub/b'
+      'mkdir -p /srv/sub',
+      'echo one > /srv/a',
+      'echo two >> /srv/a',
+      'cat /srv/a > /srv/sub/b',
+      'rm /srv/a',
+      'ls /srv /srv/sub',
+      'wc -l < /srv/sub/b',
+      'cat /bin/../srv/sub/b'
     ].join('\n') + '\n')
     // PATH is the one inside the image; chroot itself is found outside, before it runs.
     const res = spawnSync('/usr/sbin/chroot', [bmnt, '/bin/sh', '/script.sh'], { encoding: 'utf8', timeout: 30_000, env: { PATH: '/bin' } })
     t.equal(res.status, 0, `chroot ran: ${res.stderr}${res.error === undefined ? '' : String(res.error)}`)
-    t.same(String(res.stdout).split('\n').map((l) => l.trim()).filter(Boolean), ['/work:', 'sub', '/work/sub:', 'b', '2', 'one', 'two'], 'the script wrote and read its files')
+    t.same(String(res.stdout).split('\n').map((l) => l.trim()).filter(Boolean), ['/srv:', 'sub', '/srv/sub:', 'b', '2', 'one', 'two'], 'the script wrote and read its files')
     const un = await d.cli(['umount', bmnt])
     t.equal(un.code, 0, `umount: ${un.stderr}`)
   })
