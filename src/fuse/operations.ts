@@ -74,7 +74,7 @@ export function operations (overlay: Overlay, caller: () => Caller | undefined, 
       }
     },
     statfs: (path: string, cb: Cb) => run('statfs', path, cb, () => overlay.statfs()),
-    getxattr: (path: string, name: string, _position: number, cb: Cb) => run('getxattr', path, cb, () => overlay.getxattr(path, name)),
+    getxattr: (path: string, name: string, _position: number, cb: Cb) => run('getxattr', path, cb, () => overlay.getxattr(path, name) ?? null),
     listxattr: (path: string, cb: Cb) => run('listxattr', path, cb, () => overlay.listxattr(path)),
     open: (path: string, flags: number, cb: Cb) => run('open', path, cb, async () => await overlay.open(path, flags)),
     create: (path: string, mode: number, flags: number, cb: Cb) => run('create', path, cb, async () => await overlay.create(path, mode, flags, who())),

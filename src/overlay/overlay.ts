@@ -45,6 +45,12 @@ interface Hidden {
 
 const HIDDEN_PREFIX = '.fuse_hidden'
 
+/**
+ * Misses are the most frequent answer of all (PATH searches, negative lookups): one shared error
+ * spares building a stack trace for each. Only its code is read; it is never logged.
+ */
+const NO_ENTRY = new StrataError('ENOENT', 'no such file or directory')
+
 interface Handle {
   fd: number
   /** The inode number the name had when opened: fstat must not see it change. */
@@ -160,11 +166,10 @@ export class Overlay {
     return out
   }
 
-  getxattr (path: string, name: string): Buffer {
+  /** An xattr's value; undefined when the name has none (ENODATA), the common answer. */
+  getxattr (path: string, name: string): Buffer | undefined {
     const r = this.resolve(path)
-    const value = isPrivateXattr(name) ? undefined : sys.lgetxattr(this.realOf(path, r), name)
-    if (value === undefined) throw new StrataError('ENODATA', `${path}: no xattr ${name}`)
-    return value
+    return isPrivateXattr(name) ? undefined : sys.lgetxattr(this.realOf(path, r), name)
   }
 
   listxattr (path: string): string[] {
@@ -401,7 +406,7 @@ export class Overlay {
   /** Resolves a path of the merged view, or throws ENOENT. */
   resolve (path: string): Resolved {
     const r = this.resolveOrUndefined(path)
-    if (r === undefined) throw new StrataError('ENOENT', `${path}: no such file or directory`)
+    if (r === undefined) throw NO_ENTRY
     return r
   }
 
