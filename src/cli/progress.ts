@@ -42,3 +42,13 @@ export function progressBar (): { onProgress: OnProgress; stop (): void } {
   }
   return { onProgress, stop: () => bar?.stop() }
 }
+
+/** Runs a daemon call with a progress bar, gone before the caller prints the result. */
+export async function withProgress<T> (call: (onProgress: OnProgress) => Promise<T>): Promise<T> {
+  const bar = progressBar()
+  try {
+    return await call(bar.onProgress)
+  } finally {
+    bar.stop()
+  }
+}

@@ -3,7 +3,7 @@ import { resolve } from 'node:path'
 import type { Command } from '../command.js'
 import { jsonOption } from '../command.js'
 import { json, shortId, table } from '../format.js'
-import { progressBar } from '../progress.js'
+import { withProgress } from '../progress.js'
 
 /** A path if it looks like one or names something here, else a container name or id. */
 function mountTarget (arg: string): string {
@@ -69,18 +69,12 @@ export const containerCommands: Command[] = [
     options: { message: { type: 'string', short: 'm' } },
     args: { min: 2, max: 2 },
     async run (ctx) {
-      const bar = progressBar()
-      try {
-        const result = await ctx.client().commit({
-          container: ctx.args[0]!,
-          tag: ctx.args[1]!,
-          message: typeof ctx.opts.message === 'string' ? ctx.opts.message : undefined
-        }, bar.onProgress)
-        bar.stop()
-        ctx.out(result.id + '\n')
-      } finally {
-        bar.stop()
-      }
+      const result = await withProgress(async (onProgress) => await ctx.client().commit({
+        container: ctx.args[0]!,
+        tag: ctx.args[1]!,
+        message: typeof ctx.opts.message === 'string' ? ctx.opts.message : undefined
+      }, onProgress))
+      ctx.out(result.id + '\n')
     }
   },
   {

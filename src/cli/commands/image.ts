@@ -3,7 +3,7 @@ import { isDigest } from '../../layers/digest.js'
 import type { Command } from '../command.js'
 import { jsonOption } from '../command.js'
 import { humanSize, json, shortId, table, timeAgo, truncate } from '../format.js'
-import { progressBar } from '../progress.js'
+import { withProgress } from '../progress.js'
 
 const list = (v: unknown): string[] | undefined => (Array.isArray(v) ? v as string[] : undefined)
 const text = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined)
@@ -23,22 +23,16 @@ export const imageCommands: Command[] = [
     args: { min: 2 },
     async run (ctx) {
       const [tag, ...layers] = ctx.args
-      const bar = progressBar()
-      try {
-        const result = await ctx.client().createImage({
-          tag: tag!,
-          layers: layers.map((l) => (isDigest(l) ? l : resolve(l))),
-          env: list(ctx.opts.env),
-          cmd: text(ctx.opts.cmd),
-          workdir: text(ctx.opts.workdir),
-          labels: list(ctx.opts.label),
-          createdBy: text(ctx.opts['created-by'])
-        }, bar.onProgress)
-        bar.stop()
-        ctx.out(result.id + '\n')
-      } finally {
-        bar.stop()
-      }
+      const result = await withProgress(async (onProgress) => await ctx.client().createImage({
+        tag: tag!,
+        layers: layers.map((l) => (isDigest(l) ? l : resolve(l))),
+        env: list(ctx.opts.env),
+        cmd: text(ctx.opts.cmd),
+        workdir: text(ctx.opts.workdir),
+        labels: list(ctx.opts.label),
+        createdBy: text(ctx.opts['created-by'])
+      }, onProgress))
+      ctx.out(result.id + '\n')
     }
   },
   {

@@ -2,7 +2,7 @@ import { resolve } from 'node:path'
 import type { Command } from '../command.js'
 import { jsonOption } from '../command.js'
 import { humanSize, json, table, timeAgo } from '../format.js'
-import { progressBar } from '../progress.js'
+import { withProgress } from '../progress.js'
 
 export const layerCommands: Command[] = [
   {
@@ -11,14 +11,8 @@ export const layerCommands: Command[] = [
     summary: 'import a directory or a (gzipped) tar as a layer; prints its DiffID',
     args: { min: 1, max: 1 },
     async run (ctx) {
-      const bar = progressBar()
-      try {
-        const result = await ctx.client().importLayer(resolve(ctx.args[0]!), bar.onProgress)
-        bar.stop()
-        ctx.out(result.diffId + '\n')
-      } finally {
-        bar.stop()
-      }
+      const result = await withProgress(async (onProgress) => await ctx.client().importLayer(resolve(ctx.args[0]!), onProgress))
+      ctx.out(result.diffId + '\n')
     }
   },
   {
