@@ -185,3 +185,23 @@ t.test('copyData of an empty file', async t => {
   await copyData(s, d, 0)
   t.equal(fstat(d).size, 0)
 })
+
+t.test('copyData of a dense file in one extent, learning that reflinks are refused', async t => {
+  const data = Buffer.alloc(2 * 1024 * 1024 + 5, 0x61)
+  const dir = t.testdir()
+  writeFileSync(join(dir, 'src'), data)
+  const reflink = { supported: true }
+  const methods: string[] = []
+  for (const name of ['a', 'b']) {
+    const s = openSync(join(dir, 'src'), 'r')
+    const d = openSync(join(dir, name), 'w+')
+    t.teardown(() => { closeSync(s); closeSync(d) })
+    const method = await copyData(s, d, data.length, { reflink, dense: true })
+    t.ok(['reflink', 'copy_file_range'].includes(method), `${name}: method ${method}`)
+    methods.push(method)
+    t.same(readFileSync(join(dir, name)), data, `${name}: same bytes, same size`)
+  }
+  // ext4 refuses reflinks (EOPNOTSUPP), btrfs and xfs make them: either way the answer sticks.
+  t.equal(methods[0], methods[1], 'both copies went the same way')
+  t.equal(reflink.supported, methods[0] === 'reflink', `reflinks supported: ${String(reflink.supported)}`)
+})

@@ -8,6 +8,7 @@ import type { IndexEntry, LowerIndex } from './lower-index.js'
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from './mode.js'
 import { InodeMap } from './inode-map.js'
 import { lowerDataPath } from './materialize.js'
+import { SpareFiles } from './spare-files.js'
 import { type Upper, isPrivateXattr, parentOf } from './upper.js'
 
 /**
@@ -18,6 +19,9 @@ import { type Upper, isPrivateXattr, parentOf } from './upper.js'
 export type CopyNeed = 'data' | 'none' | 'meta'
 
 export const METACOPY_XATTR = 'trusted.overlay.metacopy'
+
+/** Enough ready files for a burst of small copy-ups (`git checkout`, `sed -i` over a tree). */
+const SPARE_SUPPLY = 64
 
 /**
  * Copies lower names into the upper on their first modification. Parents go first, top-down;
@@ -31,6 +35,8 @@ export class CopyUp {
   readonly inoOf: InodeMap
   /** Upper inode → whether it is a metadata-only copy whose data is still the lower file's. */
   private readonly metaOnly = new Map<number, boolean>()
+  private readonly spares: SpareFiles
+  private readonly reflink = { supported: true }
 
   constructor (
     private readonly lower: LowerIndex,
@@ -40,6 +46,19 @@ export class CopyUp {
     private readonly metacopy: boolean
   ) {
     this.inoOf = new InodeMap(upper.inodeLog)
+    this.spares = new SpareFiles(upper.spareDir, SPARE_SUPPLY, log)
+  }
+
+  /** Called once before the mount answers. */
+  load (): void {
+    this.inoOf.load()
+    this.spares.load()
+  }
+
+  /** The mount is going away: nothing more may be written into the work dir. */
+  close (): void {
+    this.spares.close()
+    this.inoOf.compact()
   }
 
   /**
@@ -81,7 +100,7 @@ export class CopyUp {
   private async completeData (path: string, st: Stat, data: boolean): Promise<void> {
     const real = this.upper.real(path)
     if (data) {
-      await copyInto(lowerDataPath(this.lower, path), real, st.size, fs.constants.O_WRONLY)
+      await this.copyInto(lowerDataPath(this.lower, path), real, st.size, false)
       sys.lutimens(real, st.atime, st.mtime)
     }
     sys.lremovexattr(real, METACOPY_XATTR)
@@ -123,16 +142,15 @@ export class CopyUp {
   private async node (path: string, entry: IndexEntry, need: CopyNeed): Promise<void> {
     this.dirs(parentOf(path))
     const src = this.lower.realPath(path, entry)
-    const tmp = this.upper.tmpName()
     const type = entry.attr.mode & S_IFMT
+    const tmp = type === S_IFREG ? this.spares.take() : this.upper.tmpName()
     try {
       if (type === S_IFREG && need === 'meta') {
         // The kernel's metacopy format: the full size, no data, the marker xattr.
-        fs.closeSync(fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600))
         fs.truncateSync(tmp, entry.attr.size)
         sys.lsetxattr(tmp, METACOPY_XATTR, Buffer.alloc(0))
       } else if (type === S_IFREG) {
-        await copyInto(src, tmp, need === 'data' ? entry.attr.size : 0, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL)
+        if (need === 'data' && entry.attr.size > 0) await this.copyInto(src, tmp, entry.attr.size, entry.attr.blocks * 512 >= entry.attr.size)
       } else if (type === S_IFLNK) {
         fs.symlinkSync(entry.target ?? fs.readlinkSync(src), tmp)
       } else {
@@ -145,6 +163,21 @@ export class CopyUp {
       throw err
     }
     this.log.debug({ path, need }, 'copied up')
+  }
+
+  /** Copies `size` bytes of `src` into the existing file `dst`; `dense` when `src` has no holes. */
+  private async copyInto (src: string, dst: string, size: number, dense: boolean): Promise<void> {
+    const from = fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NOATIME)
+    try {
+      const to = fs.openSync(dst, fs.constants.O_WRONLY)
+      try {
+        await sys.copyData(from, to, size, { reflink: this.reflink, dense })
+      } finally {
+        fs.closeSync(to)
+      }
+    } finally {
+      fs.closeSync(from)
+    }
   }
 
   /** Gives `tmp` the lower entry's metadata, renames it to `path` in the upper: its inode. */
@@ -168,19 +201,5 @@ export class CopyUp {
     const st = sys.lstat(this.upper.real(path))
     this.inoOf.set(st.ino, lowerIno(entry.layer, attr.ino))
     return st.ino
-  }
-}
-
-async function copyInto (src: string, dst: string, size: number, flags: number): Promise<void> {
-  const from = fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NOATIME)
-  try {
-    const to = fs.openSync(dst, flags, 0o600)
-    try {
-      if (size > 0) await sys.copyData(from, to, size)
-    } finally {
-      fs.closeSync(to)
-    }
-  } finally {
-    fs.closeSync(from)
   }
 }

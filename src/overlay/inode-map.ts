@@ -9,6 +9,8 @@ import { errorCode } from '../errors.js'
  */
 export class InodeMap {
   private readonly map = new Map<number, number>()
+  /** Kept open for appends: a copy-up should not pay an open and a close to note one line. */
+  private fd: number | undefined
 
   constructor (private readonly file: string) {}
 
@@ -34,17 +36,24 @@ export class InodeMap {
 
   set (upperIno: number, shown: number): void {
     this.map.set(upperIno, shown)
-    fs.appendFileSync(this.file, `${upperIno} ${shown}\n`)
+    this.append(`${upperIno} ${shown}\n`)
   }
 
   /** The upper inode is gone (its last name removed): its number may be reused by a new file. */
   forget (upperIno: number): void {
     if (!this.map.delete(upperIno)) return
-    fs.appendFileSync(this.file, `${upperIno} -\n`)
+    this.append(`${upperIno} -\n`)
+  }
+
+  private append (line: string): void {
+    this.fd ??= fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600)
+    fs.writeSync(this.fd, line)
   }
 
   /** Rewrites the log as the current map, through a rename so a crash keeps the old one. */
   compact (): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd)
+    this.fd = undefined
     const tmp = `${this.file}.tmp`
     fs.writeFileSync(tmp, [...this.map].map(([u, o]) => `${u} ${o}\n`).join(''))
     fs.renameSync(tmp, this.file)

@@ -110,7 +110,7 @@ export class Overlay {
   /** Called once before the mount answers. */
   init (): void {
     this.upper?.cleanWork()
-    this.copyUp?.inoOf.load()
+    this.copyUp?.load()
   }
 
   getattr (path: string): Attr {
@@ -555,7 +555,7 @@ export class Overlay {
   /** Closes every open file: the mount is going away. */
   close (): void {
     for (const fh of [...this.handles.keys()]) this.release(fh)
-    this.copyUp?.inoOf.compact()
+    this.copyUp?.close()
     this.log.debug('overlay closed')
   }
 }

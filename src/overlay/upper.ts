@@ -16,6 +16,8 @@ export class Upper {
   readonly tmpDir: string
   /** Where copied-up files' inode numbers are remembered (see InodeMap). */
   readonly inodeLog: string
+  /** Where empty files wait to become copy-ups (see SpareFiles). */
+  readonly spareDir: string
   /** Per path: null when the upper has no directory there, else whether that directory is opaque. */
   private readonly dirState = new Map<string, { opaque: boolean } | null>()
   private tmpCounter = 0
@@ -24,6 +26,7 @@ export class Upper {
     this.dir = upperDir
     this.tmpDir = workDir + '/work'
     this.inodeLog = workDir + '/stratafs-inodes'
+    this.spareDir = workDir + '/stratafs-spare'
   }
 
   /** Leftovers of an interrupted copy-up are half-built: they go, as the kernel does at mount. */

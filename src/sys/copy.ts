@@ -73,9 +73,11 @@ async function bufferedRange (srcFd: number, dstFd: number, start: number, end: 
 }
 
 /** Returns false when the kernel cannot copy between these files and the caller should buffer. */
-async function kernelRange (srcFd: number, dstFd: number, start: number, end: number): Promise<boolean> {
-  check(Number(lseek(srcFd, start, SEEK_SET)), 'lseek')
-  check(Number(lseek(dstFd, start, SEEK_SET)), 'lseek')
+async function kernelRange (srcFd: number, dstFd: number, start: number, end: number, seek: boolean): Promise<boolean> {
+  if (seek) {
+    check(Number(lseek(srcFd, start, SEEK_SET)), 'lseek')
+    check(Number(lseek(dstFd, start, SEEK_SET)), 'lseek')
+  }
   let pos = start
   while (pos < end) {
     let n: number
@@ -92,19 +94,36 @@ async function kernelRange (srcFd: number, dstFd: number, start: number, end: nu
   return true
 }
 
+export interface CopyOptions {
+  /**
+   * Shared by the copies into one filesystem: a filesystem that refuses one reflink
+   * (EOPNOTSUPP) refuses them all, and the attempt is a syscall per copy.
+   */
+  reflink?: { supported: boolean }
+  /**
+   * The source has no holes (its blocks cover its size), so it is one extent: no SEEK_DATA
+   * walk, no seeks, no final truncate. Both descriptors must be at offset 0.
+   */
+  dense?: boolean
+}
+
 /**
  * Copies a regular file's data from srcFd into the empty file dstFd, keeping holes: a reflink
  * when the filesystem shares extents, else each data extent through copy_file_range, else
  * buffered reads and writes. The size is set last so a trailing hole survives.
  */
-export async function copyData (srcFd: number, dstFd: number, size: number): Promise<CopyMethod> {
-  if (ioctl(dstFd, FICLONE, srcFd) === 0) return 'reflink'
+export async function copyData (srcFd: number, dstFd: number, size: number, opts: CopyOptions = {}): Promise<CopyMethod> {
+  if (opts.reflink?.supported !== false) {
+    if (ioctl(dstFd, FICLONE, srcFd) === 0) return 'reflink'
+    if (koffi.errno() === EOPNOTSUPP && opts.reflink !== undefined) opts.reflink.supported = false
+  }
   let method: CopyMethod = 'copy_file_range'
-  for (const [start, end] of extents(srcFd, size)) {
-    if (method === 'copy_file_range' && await kernelRange(srcFd, dstFd, start, end)) continue
+  const ranges = opts.dense === true ? [[0, size] as [number, number]] : extents(srcFd, size)
+  for (const [start, end] of ranges) {
+    if (method === 'copy_file_range' && await kernelRange(srcFd, dstFd, start, end, opts.dense !== true)) continue
     method = 'buffered'
     await bufferedRange(srcFd, dstFd, start, end)
   }
-  ftruncateSync(dstFd, size)
+  if (opts.dense !== true || method === 'buffered') ftruncateSync(dstFd, size)
   return method
 }

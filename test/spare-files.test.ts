@@ -1,0 +1,83 @@
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, appendFileSync, chmodSync, chownSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { llistxattr, lsetxattr } from '../src/sys/index.js'
+import { isMounted, mountStratafs, unmountFuse } from './lib/overlay-mount.js'
+
+/**
+ * Copy-ups fill empty files made ahead of time in `<workdir>/stratafs-spare` instead of
+ * allocating an inode while the writer waits. What a user can see of that: copied-up files are
+ * whole and keep their metadata, the supply is made again once copy-ups pause, it survives a
+ * remount, and a file there that is not a pristine spare (a copy-up cut short) is never reused.
+ */
+
+const SUPPLY = 64
+
+async function until (what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (cond()) return
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+  throw new Error(`timed out waiting until ${what}`)
+}
+
+t.test('spare files: used by copy-ups, made again when idle, kept across mounts', async t => {
+  const base = mkdtempSync(join(tmpdir(), 'spares-'))
+  const lower = join(base, 'lower')
+  const upper = join(base, 'upper')
+  const work = join(base, 'work')
+  const mnt = join(base, 'mnt')
+  for (const d of [lower, upper, work, mnt]) mkdirSync(d)
+  t.teardown(() => {
+    unmountFuse(mnt)
+    if (!isMounted(mnt)) rmSync(base, { recursive: true, force: true })
+  })
+  const n = SUPPLY + 16
+  for (let i = 0; i < n; i++) {
+    writeFileSync(join(lower, `f${i}`), `content ${i}\n`)
+    chownSync(join(lower, `f${i}`), 1000 + i, 2000 + i)
+    chmodSync(join(lower, `f${i}`), 0o640)
+  }
+  const spareDir = join(work, 'stratafs-spare')
+  const spares = (): string[] => readdirSync(spareDir)
+  const mount = (): string => mountStratafs(t, { lowerDirs: [lower], upperDir: upper, workDir: work, mountpoint: mnt })
+
+  mount()
+  await until(`${SUPPLY} spares are made after the mount`, () => spares().length === SUPPLY)
+  const before = new Set(spares())
+  // A burst longer than the supply: the first copy-ups take spares, the rest make their own.
+  for (let i = 0; i < n; i++) appendFileSync(join(mnt, `f${i}`), 'more\n')
+  for (let i = 0; i < n; i++) {
+    const st = lstatSync(join(upper, `f${i}`))
+    t.equal(readFileSync(join(upper, `f${i}`), 'utf8'), `content ${i}\nmore\n`, `f${i}: whole content in the upper`)
+    if (st.uid !== 1000 + i || st.gid !== 2000 + i || (st.mode & 0o7777) !== 0o640) {
+      t.fail(`f${i}: owner ${st.uid}:${st.gid} mode ${(st.mode & 0o7777).toString(8)}`)
+    }
+  }
+  const used = [...before].filter(name => !spares().includes(name))
+  t.equal(used.length, SUPPLY, 'every spare made before the burst was used by it')
+  await until('the supply is made again once copy-ups pause', () => spares().length === SUPPLY)
+
+  t.equal(unmountFuse(mnt), undefined, 'unmounted cleanly')
+  await until('the server has exited', () => !isMounted(mnt))
+  const kept = spares().sort()
+  // A copy-up cut short leaves its spare filled in place: such files must not be taken again.
+  writeFileSync(join(spareDir, 'partial'), 'half a copy')
+  writeFileSync(join(spareDir, 'owned'), '')
+  chownSync(join(spareDir, 'owned'), 1000, 1000)
+  writeFileSync(join(spareDir, 'xattr'), '')
+  lsetxattr(join(spareDir, 'xattr'), 'user.stale', Buffer.from('x'))
+  mkdirSync(join(spareDir, 'dir'))
+
+  mount()
+  await until('the foreign files are gone', () => spares().length === SUPPLY)
+  t.same(spares().sort(), kept, 'the spares of the last mount are found again, nothing else')
+  for (const name of spares()) {
+    const st = lstatSync(join(spareDir, name))
+    if (st.size !== 0 || (st.mode & 0o7777) !== 0o600 || llistxattr(join(spareDir, name)).length !== 0) t.fail(`${name} is not a pristine spare`)
+  }
+  appendFileSync(join(mnt, 'f0'), 'again\n')
+  t.equal(readFileSync(join(mnt, 'f0'), 'utf8'), 'content 0\nmore\nagain\n', 'the upper file is written in place')
+  t.equal(readdirSync(join(work, 'work')).length, 0, 'nothing left in the work directory')
+})
