@@ -1,11 +1,11 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { closeSync, constants, ftruncateSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, constants, fsyncSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { errorCode } from '../src/errors.js'
 import {
-  copyData, fgetxattr, flistxattr, fremovexattr, fsetxattr, fstat, futimens, lgetxattr, llistxattr,
+  copyData, fgetxattr, flistxattr, fremovexattr, fsetxattr, fstat, futimens, lgetxattr, llistxattr, preadCached,
   lremovexattr, lsetxattr, lstat, lutimens, makedev, major, minor, mknod, renameat2,
   RENAME_NOREPLACE, RENAME_WHITEOUT, UTIME_NOW, UTIME_OMIT, XATTR_CREATE
 } from '../src/sys/index.js'
@@ -204,4 +204,25 @@ t.test('copyData of a dense file in one extent, learning that reflinks are refus
   // ext4 refuses reflinks (EOPNOTSUPP), btrfs and xfs make them: either way the answer sticks.
   t.equal(methods[0], methods[1], 'both copies went the same way')
   t.equal(reflink.supported, methods[0] === 'reflink', `reflinks supported: ${String(reflink.supported)}`)
+})
+
+t.test('preadCached reads only what the page cache holds', async t => {
+  const dir = t.testdir()
+  const file = join(dir, 'f')
+  const data = Buffer.alloc(256 * 1024, 0x62)
+  data.write('start', 0)
+  writeFileSync(file, data)
+  const fd = openSync(file, 'r')
+  t.teardown(() => closeSync(fd))
+  fsyncSync(fd)
+  const buf = Buffer.alloc(128 * 1024)
+  t.equal(preadCached(fd, buf, 5, 0), 5, 'a cached read answers at once')
+  t.equal(buf.toString('utf8', 0, 5), 'start')
+  t.equal(preadCached(fd, buf, buf.length, data.length - 100), 100, 'a read across the end is short')
+  t.equal(preadCached(fd, buf, buf.length, data.length), 0, 'a read at the end answers 0')
+  // GNU dd with iflag=nocache and no blocks to copy drops the file's clean pages.
+  execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'])
+  t.equal(preadCached(fd, buf, buf.length, 0), undefined, 'data only on disk is left to a slow read')
+  readFileSync(file)
+  t.equal(preadCached(fd, buf, buf.length, 0), buf.length, 'cached again once read')
 })

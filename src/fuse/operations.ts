@@ -53,8 +53,16 @@ export function operations (overlay: Overlay, caller: () => Caller | undefined, 
     }
   }
   /** read and write answer with a byte count in the error slot, as fuse-native expects. */
-  const count = (op: string, cb: Cb, fn: () => Promise<number>): void => {
-    fn().then(n => cb(n), err => cb(toErrno(err, log, op, null)))
+  const count = (op: string, cb: Cb, fn: () => number | Promise<number>): void => {
+    let n: number | Promise<number>
+    try {
+      n = fn()
+    } catch (err) {
+      cb(toErrno(err, log, op, null))
+      return
+    }
+    if (typeof n === 'number') cb(n)
+    else n.then(bytes => cb(bytes), err => cb(toErrno(err, log, op, null)))
   }
   const who = (): Caller => caller() ?? ROOT
   const answerStat = overlay.readOnly ? stat : writableStat
@@ -78,8 +86,8 @@ export function operations (overlay: Overlay, caller: () => Caller | undefined, 
     listxattr: (path: string, cb: Cb) => run('listxattr', path, cb, () => overlay.listxattr(path)),
     open: (path: string, flags: number, cb: Cb) => run('open', path, cb, async () => await overlay.open(path, flags)),
     create: (path: string, mode: number, flags: number, cb: Cb) => run('create', path, cb, async () => await overlay.create(path, mode, flags, who())),
-    read: (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => count('read', cb, async () => await overlay.read(fd, buf, len, pos)),
-    write: (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => count('write', cb, async () => overlay.write(fd, buf, len, pos)),
+    read: (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => count('read', cb, () => overlay.read(fd, buf, len, pos)),
+    write: (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => count('write', cb, () => overlay.write(fd, buf, len, pos)),
     release: (path: string | null, fd: number, cb: Cb) => run('release', path, cb, () => overlay.release(fd)),
     fsync: (path: string | null, fd: number, datasync: number, cb: Cb) => run('fsync', path, cb, async () => await overlay.fsync(fd, datasync !== 0)),
     ftruncate: (path: string | null, fd: number, size: number, cb: Cb) => run('ftruncate', path, cb, () => overlay.ftruncate(fd, size)),
