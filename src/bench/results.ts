@@ -45,8 +45,9 @@ export class Results {
     if (!this.notes.includes(text)) this.notes.push(text)
   }
 
+  /** One row per measured workload; workloads the run left out have none. */
   rows (impls: ImplName[]): Row[] {
-    return [...this.specs.values()].map(spec => {
+    return [...this.specs.values()].filter(spec => this.samples.has(spec.id)).map(spec => {
       const results: Row['results'] = {}
       for (const impl of impls) {
         const s = this.samples.get(spec.id)?.get(impl)

@@ -16,6 +16,8 @@ export interface BenchOptions {
   cpuPin: CpuPin
   /** Restrict the run to these implementations. */
   only?: ImplName[]
+  /** Restrict the run to these workloads. */
+  workloads?: Workload[]
   log: Logger
   /** Called after every step: steps done, steps in all, what just ran. */
   onStep?: (done: number, total: number, label: string) => void
@@ -88,7 +90,12 @@ const us = (s: ProbeSample[]): number[] => s.map(x => x.ns / 1e3)
 const ms = (ns: number): number => ns / 1e6
 const rate = (s: ProbeSample): number => (s.count / MiB) / (s.ns / 1e9)
 
+/** The workload groups, by the name `--workload` takes. */
+export const workloads = ['copy-up', 'stat', 'readdir', 'find', 'tar'] as const
+export type Workload = typeof workloads[number]
+
 interface Group {
+  workload: Workload
   label: string
   stack: (fx: Fixtures) => Stack
   applies?: (impl: Implementation) => string | undefined
@@ -123,7 +130,7 @@ export async function runBench (opts: BenchOptions): Promise<BenchReport> {
     const probe = Probe.compile(scratch)
     log.info({ plan: plan.name, scratch }, 'building layer fixtures')
     const fx = buildFixtures(join(scratch, 'fx'), plan)
-    const groups = defineGroups(plan, fx, probe, results)
+    const groups = defineGroups(plan, fx, probe, results).filter(g => opts.workloads?.includes(g.workload) ?? true)
     const total = plan.rounds * groups.length * impls.length
     let done = 0
     let mountSeq = 0
@@ -198,6 +205,7 @@ function defineGroups (plan: BenchPlan, fx: Fixtures, probe: Probe, results: Res
   results.define({ id: 'write', label: `seq write new ${stream}`, unit: 'MiB/s', higherIsBetter: true })
   results.define({ id: 'churn', label: `create+4K+unlink ×${plan.churnFiles}`, unit: 'µs', higherIsBetter: false })
   const io: Group = {
+    workload: 'copy-up',
     label: 'copy-up and streams',
     stack: f => f.work,
     cold: true,
@@ -230,6 +238,7 @@ function defineGroups (plan: BenchPlan, fx: Fixtures, probe: Probe, results: Res
     results.define({ id: `stat-warm-${depth}`, label: `${label}, warm`, unit: 'ms', higherIsBetter: false, point: { chart: 'stat-warm', x: depth } })
     results.define({ id: `mount-${depth}`, label: `mount, ${depth} layer${depth === 1 ? '' : 's'}`, unit: 'ms', higherIsBetter: false })
     return {
+      workload: 'stat',
       label: `stat at depth ${depth}`,
       stack: f => f.depthStacks.get(depth)!,
       cold: true,
@@ -247,6 +256,7 @@ function defineGroups (plan: BenchPlan, fx: Fixtures, probe: Probe, results: Res
   results.define({ id: 'readdir-cold', label: `${rdLabel}, cold`, unit: 'ms', higherIsBetter: false })
   results.define({ id: 'readdir-warm', label: `${rdLabel}, warm`, unit: 'ms', higherIsBetter: false })
   const readdir: Group = {
+    workload: 'readdir',
     label: 'readdir',
     stack: f => f.readdir,
     applies: impl => impl.kernelWhiteouts ? undefined : 'its whiteouts are not the kernel\'s char 0/0 form the layers use',
@@ -267,6 +277,7 @@ function defineGroups (plan: BenchPlan, fx: Fixtures, probe: Probe, results: Res
       results.define({ id: `${tool}-${phase}`, label: `${tool === 'find' ? 'find -type f' : 'tar -c'} ${plan.treeFiles} files, ${phase}`, unit: 'ms', higherIsBetter: false })
     }
     return {
+      workload: tool,
       label: tool,
       stack: f => f.work,
       cold: true,

@@ -5,7 +5,7 @@ import { createLogger } from '../../log.js'
 import type { CpuPin } from '../../bench/cpu-pin.js'
 import { implementations, type ImplName } from '../../bench/implementations.js'
 import { plans, type BenchPlan } from '../../bench/plan.js'
-import { runBench } from '../../bench/run.js'
+import { runBench, workloads, type Workload } from '../../bench/run.js'
 import { renderSvg } from '../../bench/svg.js'
 import { formatTable } from '../../bench/table.js'
 import { UsageError, type Command } from '../command.js'
@@ -17,13 +17,14 @@ import { json } from '../format.js'
  */
 export const benchCommands: Command[] = [{
   words: ['bench'],
-  usage: 'bench [--quick] [--cpu-pin same|none] [--only IMPL,...] [--json] [--svg FILE]',
+  usage: 'bench [--quick] [--cpu-pin same|none] [--only IMPL,...] [--workload NAME,...] [--json] [--svg FILE]',
   summary: 'COW latency benchmark against kernel overlayfs, fuse-overlayfs, unionfs-fuse and a plain directory',
   options: {
     quick: { type: 'boolean' },
     tiny: { type: 'boolean' },
     'cpu-pin': { type: 'string' },
     only: { type: 'string' },
+    workload: { type: 'string' },
     json: { type: 'boolean' },
     svg: { type: 'string' }
   },
@@ -31,13 +32,8 @@ export const benchCommands: Command[] = [{
   async run (ctx) {
     const pin = (ctx.opts['cpu-pin'] ?? 'same') as string
     if (pin !== 'same' && pin !== 'none') throw new UsageError('--cpu-pin takes same or none')
-    const names = implementations.map(i => i.name)
-    let only: ImplName[] | undefined
-    if (typeof ctx.opts.only === 'string') {
-      only = ctx.opts.only.split(',').filter(n => n !== '') as ImplName[]
-      const unknown = only.filter(n => !names.includes(n))
-      if (unknown.length > 0) throw new UsageError(`--only: unknown ${unknown.join(', ')} (known: ${names.join(', ')})`)
-    }
+    const only = listOption<ImplName>(ctx.opts.only, '--only', implementations.map(i => i.name))
+    const workload = listOption<Workload>(ctx.opts.workload, '--workload', workloads)
     const plan: BenchPlan = ctx.opts.tiny === true ? plans.tiny : ctx.opts.quick === true ? plans.quick : plans.full
     const svgPath = resolve(typeof ctx.opts.svg === 'string' ? ctx.opts.svg : 'bench.svg')
     const log = createLogger(process.env.STRATAFS_LOG ?? 'warn').child({ sub: 'bench' })
@@ -58,6 +54,7 @@ export const benchCommands: Command[] = [{
         plan,
         cpuPin: pin as CpuPin,
         only,
+        workloads: workload,
         log,
         signal: abort.signal,
         onStep: (done, total, label) => {
@@ -76,3 +73,12 @@ export const benchCommands: Command[] = [{
     ctx.out(formatTable(report) + `chart: ${svgPath}\n`)
   }
 }]
+
+/** A comma-separated option whose items must be among `known`; undefined when not given. */
+function listOption<T extends string> (value: unknown, flag: string, known: readonly T[]): T[] | undefined {
+  if (typeof value !== 'string') return undefined
+  const items = value.split(',').filter(n => n !== '') as T[]
+  const unknown = items.filter(n => !known.includes(n))
+  if (unknown.length > 0) throw new UsageError(`${flag}: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`)
+  return items
+}
