@@ -28,13 +28,14 @@ t.test('reads from a cold, a warm and a half-cached lower file', async t => {
   for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, Math.min(i, data.length - 4))
   const expected = sha(data)
   // In 4 KiB writes: the page cache then holds 4 KiB folios, which can be dropped one by one.
-  for (const name of ['cold', 'warm', 'half']) {
+  for (const name of ['cold', 'warm', 'half', 'opened']) {
     const fd = openSync(join(lower, name), 'w')
     for (let off = 0; off < data.length; off += 4096) writeSync(fd, data, off, Math.min(4096, data.length - off))
     closeSync(fd)
   }
   execFileSync('sync')
   dropCache(join(lower, 'cold'))
+  dropCache(join(lower, 'opened'))
   readFileSync(join(lower, 'warm'))
   readFileSync(join(lower, 'half'))
   // Holes in the cache at odd offsets, so that 128 KiB requests straddle cached and uncached
@@ -64,4 +65,11 @@ t.test('reads from a cold, a warm and a half-cached lower file', async t => {
     t.equal(out.length, data.length, `${name}: whole length`)
     t.equal(sha(out), expected, `${name}: same bytes`)
   }
+
+  // Opening a file starts reading its beginning from the disk before the first read asks.
+  // fincore (mincore) looks without reading; a RWF_NOWAIT read would itself start a readahead.
+  const cachedBytes = (): number => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', join(lower, 'opened')], { encoding: 'utf8' }).trim())
+  t.equal(cachedBytes(), 0, 'the lower file starts out of the cache')
+  execFileSync('sh', ['-c', `exec 3< ${join(mnt, 'opened')} && sleep 0.3`])
+  t.ok(cachedBytes() >= 4096, `an open through the mount brought its beginning in (${cachedBytes()} bytes)`)
 })

@@ -79,6 +79,8 @@ export interface StatFs {
 
 const { O_RDONLY, O_RDWR, O_TRUNC, O_NOATIME, O_NOFOLLOW, O_SYNC, O_DSYNC, O_CREAT, O_EXCL } = fs.constants
 const NO_ID = 0xffffffff
+/** The largest read the kernel sends (max_read): what a first read can want. */
+const PREFETCH_BYTES = 128 * 1024
 const O_ACCMODE = 3
 
 /**
@@ -194,11 +196,14 @@ export class Overlay {
   async open (path: string, flags: number): Promise<number> {
     const r = this.resolve(path)
     if ((flags & O_ACCMODE) === O_RDONLY && (flags & O_TRUNC) === 0) {
-      if (r.upper !== undefined && r.hidden === undefined && !this.isMetacopy(path, r.upper)) {
-        return this.addHandle(fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW), r.attr.ino)
-      }
-      const fd = fs.openSync(this.dataOf(path, r), O_RDONLY | O_NOFOLLOW | O_NOATIME)
-      return this.addHandle(fd, r.attr.ino, r.upper !== undefined && r.hidden === undefined)
+      const own = r.upper !== undefined && r.hidden === undefined && !this.isMetacopy(path, r.upper)
+      const fd = own
+        ? fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW)
+        : fs.openSync(this.dataOf(path, r), O_RDONLY | O_NOFOLLOW | O_NOATIME)
+      // The disk starts on the first read now, while the kernel is still answering the open
+      // and sending that read: a cold small file is then read with one wait instead of two hops.
+      if (r.attr.size > 0) sys.prefetch(fd, Math.min(r.attr.size, PREFETCH_BYTES))
+      return this.addHandle(fd, r.attr.ino, !own && r.upper !== undefined && r.hidden === undefined)
     }
     const { upper, copyUp } = this.writable()
     await copyUp.file(path, (flags & O_TRUNC) === 0 ? 'data' : 'none')

@@ -8,4 +8,4 @@ export {
 export { lutimens, futimens, UTIME_NOW, UTIME_OMIT } from './utimens.js'
 export { renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT } from './rename.js'
 export { copyData, type CopyMethod } from './copy.js'
-export { preadCached } from './read.js'
+export { preadCached, prefetch } from './read.js'
