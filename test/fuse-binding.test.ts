@@ -32,6 +32,7 @@ add('/big', { mode: 0o100644, ino: ${BIG_INO} }, Buffer.from('hello'))
 add('/sparse', { mode: 0o100666, ino: 3, size: 6 * ${GiB} })
 add('/fifo', { mode: 0o10644, ino: 4 })
 add('/slow', { mode: 0o100644, ino: 5 }, Buffer.from('late answer'))
+add('/packed', { mode: 0o40755, ino: 6, nlink: 2 })
 nodes.get('/big').xattrs.set('user.ten', Buffer.from('0123456789'))
 // A read of /slow is answered only when the test says so.
 let answerSlow
@@ -55,6 +56,11 @@ const ops = {
     cb(0, stat(n))
   },
   readdir (path, cb) {
+    if (path === '/packed') {
+      // The packed form: NUL-terminated names in one Buffer, [mode, ino low, ino high] per name.
+      const attrs = new Uint32Array([0o40755, 7, 0, 0o100644, ${BIG_INO} % 2 ** 32, Math.floor(${BIG_INO} / 2 ** 32), 0o120777, 9, 3])
+      return cb(0, Buffer.from('dir\0file\0ünï-名\0'), attrs)
+    }
     const names = [...nodes.keys()].filter(p => p !== '/').map(p => p.slice(1))
     // 'fifo' is reported as a FIFO here and as a FIFO by getattr: d_type must come from these.
     cb(0, names, names.map(name => stat(nodes.get('/' + name))))
@@ -240,6 +246,31 @@ t.test('readdir gives d_type from the stats', async t => {
   const fifo = entries.find(e => e.name === 'fifo')
   t.ok(fifo?.isFIFO(), 'fifo is a FIFO')
   t.ok(entries.find(e => e.name === 'big')?.isFile())
+})
+
+t.test('readdir takes a packed listing: names, types and 64-bit inode numbers', async t => {
+  const libc = koffi.load('libc.so.6')
+  const opendir = libc.func('void *opendir(const char *path)')
+  const readdir = libc.func('void *readdir(void *dir)')
+  const closedir = libc.func('int closedir(void *dir)')
+  // struct dirent on Linux x86-64: d_ino, d_off, d_reclen, d_type, d_name[256].
+  const Dirent = koffi.struct('test_dirent', { ino: 'uint64_t', off: 'int64_t', reclen: 'uint16_t', type: 'uint8_t', name: koffi.array('char', 256) })
+  const dir = opendir(join(mnt, 'packed'))
+  t.ok(dir, 'opendir')
+  const seen: Record<string, [number, number]> = {}
+  for (;;) {
+    const ent = readdir(dir)
+    if (ent === null) break
+    const d = koffi.decode(ent, Dirent) as { ino: number | bigint, type: number, name: string }
+    seen[d.name] = [Number(d.ino), d.type]
+  }
+  closedir(dir)
+  const DT_DIR = 4
+  const DT_REG = 8
+  const DT_LNK = 10
+  t.same(seen.dir, [7, DT_DIR], 'a directory')
+  t.same(seen.file, [BIG_INO, DT_REG], 'a file with an inode number above 2^32')
+  t.same(seen['ünï-名'], [3 * 2 ** 32 + 9, DT_LNK], 'a UTF-8 name, a symlink')
 })
 
 t.test('statfs carries 64-bit counts', async t => {

@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { Timespec } from '../layers/entry.js'
 import type { Attr, Caller } from '../overlay/attr.js'
 import type { Overlay } from '../overlay/overlay.js'
+import { packListing } from './dir-listing.js'
 import { toErrno } from './errno.js'
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- fuse-native calls back with loose tuples */
@@ -75,8 +76,8 @@ export function operations (overlay: Overlay, caller: () => Caller | undefined, 
     readlink: (path: string, cb: Cb) => run('readlink', path, cb, () => overlay.readlink(path)),
     readdir: (path: string, cb: Cb) => {
       try {
-        const entries = overlay.readdir(path)
-        cb(0, entries.map(e => e.name), entries.map(e => ({ mode: e.mode, ino: e.ino })))
+        const { names, attrs } = packListing(overlay.readdir(path))
+        cb(0, names, attrs)
       } catch (err) {
         cb(toErrno(err, log, 'readdir', path))
       }
