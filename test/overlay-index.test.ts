@@ -91,7 +91,7 @@ t.test('one index per work dir: storing another drops the old one', async (t: Ta
   await store.save('sha256:b', [{ dir: '/', name: 'y', entry: 2 }])
   t.equal(await store.load('sha256:a'), undefined)
   const back: unknown[] = []
-  for await (const r of (await store.load('sha256:b'))!) back.push(r)
+  for await (const r of (await store.load('sha256:b'))!) back.push(...r)
   t.same(back, [{ dir: '/', name: 'y', entry: 2 }])
   t.not(fingerprintLowers(lowers).digest, fingerprintLowers([...lowers].reverse()).digest, 'the order of the layers is part of the fingerprint')
 })

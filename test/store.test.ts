@@ -6,6 +6,8 @@ import { StrataError } from '../src/errors.js'
 import { chainIds } from '../src/layers/digest.js'
 import { importLayer } from '../src/layers/import.js'
 import { imageId, type ImageConfig } from '../src/store/image-config.js'
+import { Level } from 'level'
+import { IndexTable } from '../src/store/index-table.js'
 import { Store } from '../src/store/store.js'
 
 const freshRoot = (t: Test): string => {
@@ -105,7 +107,7 @@ t.test('chain index round trip and range keys', async (t) => {
   t.equal(await store.putChainIndex(chain, records), records.length)
   t.ok(await store.hasChainIndex(chain))
   const back = []
-  for await (const r of store.chainIndex(chain)) back.push(r)
+  for await (const r of store.chainIndex(chain)) back.push(...r)
   t.same(back.map((r) => `${r.dir}|${r.name}`).sort(), records.map((r) => `${r.dir}|${r.name}`).sort(), 'every record comes back')
   t.ok(await store.chainHas(chain, '/a/b/c'))
   t.ok(await store.chainHas(chain, '/a/b c'))
@@ -163,4 +165,25 @@ t.test('data survives a close and reopen; tmp is cleaned at open', async (t) => 
   t.teardown(() => store.close())
   t.equal((await store.resolveImage('keep:1')).id, img.id)
   t.notOk(existsSync(join(store.layout.tmpDir, 'leftover')), 'staging of a dead daemon is cleaned')
+})
+
+t.test('an index stored a record per name (the first format) is not taken: it is rebuilt over', async t => {
+  const dir = freshRoot(t)
+  const db = new Level<string, unknown>(dir, { valueEncoding: 'json' })
+  await db.open()
+  t.teardown(() => db.close())
+  const key = 'sha256:' + '2'.repeat(64)
+  // What the first format wrote: a marker with no format, one record per name.
+  await db.sublevel('chains', { valueEncoding: 'json' }).put(key, { records: 2, created: '2026-11-01T00:00:00.000Z' })
+  const oldRecords = db.sublevel('index', { valueEncoding: 'json' })
+  await oldRecords.put(`${key}//\0`, { root: true })
+  await oldRecords.put(`${key}//\0old`, { n: 0 })
+  const table = new IndexTable(db)
+  t.notOk(await table.has(key), 'an old marker does not count')
+  await table.put(key, [{ dir: '/', name: '', entry: { root: true } }, { dir: '/', name: 'new', entry: { n: 1 } }])
+  t.ok(await table.has(key))
+  const back = []
+  for await (const batch of table.get(key)) back.push(...batch)
+  t.same(back.map(r => r.name).sort(), ['', 'new'], 'only the new records, the old ones dropped')
+  t.same(await oldRecords.keys({ gte: `${key}/`, lt: `${key}0` }).all(), [`${key}//`], 'one record for the one directory')
 })

@@ -49,22 +49,24 @@ export class LowerIndex {
     return index
   }
 
-  static async fromRecords (layerDirs: readonly string[], records: AsyncIterable<IndexRecord> | Iterable<IndexRecord>): Promise<LowerIndex> {
+  static async fromRecords (layerDirs: readonly string[], batches: AsyncIterable<IndexRecord[]> | Iterable<IndexRecord[]>): Promise<LowerIndex> {
     const index = new LowerIndex(layerDirs)
-    for await (const { dir, name, entry } of records) {
-      if (name === ROOT_RECORD_NAME) {
-        index.rootEntry = entry
-        continue
-      }
-      let children = index.dirs.get(dir)
-      if (children === undefined) {
-        children = new Map()
-        index.dirs.set(dir, children)
-      }
-      children.set(name, entry)
-      if (isDir(entry.attr)) {
-        const path = join(dir, name)
-        if (!index.dirs.has(path)) index.dirs.set(path, new Map())
+    for await (const batch of batches) {
+      for (const { dir, name, entry } of batch) {
+        if (name === ROOT_RECORD_NAME) {
+          index.rootEntry = entry
+          continue
+        }
+        let children = index.dirs.get(dir)
+        if (children === undefined) {
+          children = new Map()
+          index.dirs.set(dir, children)
+        }
+        children.set(name, entry)
+        if (isDir(entry.attr)) {
+          const path = join(dir, name)
+          if (!index.dirs.has(path)) index.dirs.set(path, new Map())
+        }
       }
     }
     return index

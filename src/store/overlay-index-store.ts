@@ -22,7 +22,7 @@ export class OverlayIndexStore {
   }
 
   /** The index stored under `fingerprint`, or undefined. */
-  async load<E> (fingerprint: string): Promise<AsyncIterable<ChainRecord<E>> | undefined> {
+  async load<E> (fingerprint: string): Promise<AsyncIterable<Array<ChainRecord<E>>> | undefined> {
     return await this.table.has(fingerprint) ? this.table.get<E>(fingerprint) : undefined
   }
 

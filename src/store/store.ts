@@ -269,8 +269,8 @@ export class Store {
     })
   }
 
-  /** Every record of a chain index in key order (a directory's entries are contiguous). */
-  chainIndex<E> (chainId: string): AsyncIterable<ChainRecord<E>> {
+  /** Every record of a chain index, in batches of whole directories. */
+  chainIndex<E> (chainId: string): AsyncIterable<Array<ChainRecord<E>>> {
     return this.chains.get<E>(chainId)
   }
 
