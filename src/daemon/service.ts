@@ -130,9 +130,8 @@ export class Service {
   async diff (ref: string): Promise<DiffChange[]> {
     const container = await this.store.resolveContainer(ref)
     if (container.readOnly) return []
-    const chainId = LowerIndexes.chainId(container.diffIds)
-    await this.indexes.get(container.diffIds)
-    return diffUpper(this.store.layout.upperDir(container.id), (path) => chainId === '' ? Promise.resolve(false) : this.store.chainHas(chainId, path))
+    const lower = await this.indexes.get(container.diffIds)
+    return diffUpper(this.store.layout.upperDir(container.id), (path) => Promise.resolve(lower.lookup(path) !== undefined))
   }
 
   /**

@@ -88,14 +88,6 @@ export class IndexTable {
     }
   }
 
-  /** Whether `path` ('/a/b') is in the merged view under `key`. */
-  async contains (key: string, path: string): Promise<boolean> {
-    const cut = path.lastIndexOf('/')
-    const dir = cut <= 0 ? '/' : path.slice(0, cut)
-    const name = path.slice(cut + 1)
-    return (await this.records.get(recordKey(key, dir)))?.some(([n]) => n === name) === true
-  }
-
   async drop (key: string): Promise<void> {
     await this.records.clear({ gte: `${key}/`, lt: `${key}0` })
     await this.markers.del(key)

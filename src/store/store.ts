@@ -274,11 +274,6 @@ export class Store {
     return this.chains.get<E>(chainId)
   }
 
-  /** Whether `path` ('/a/b') is in the merged view of a chain. */
-  async chainHas (chainId: string, path: string): Promise<boolean> {
-    return this.chains.contains(chainId, path)
-  }
-
   // ---- containers ----
 
   async createContainer (opts: { name?: string; image: ImageRecord; readOnly: boolean }): Promise<ContainerRecord> {
