@@ -25,9 +25,10 @@ const SPARE_SUPPLY = 64
 
 /**
  * Copies lower names into the upper on their first modification. Parents go first, top-down;
- * every node is built under a temporary name in the work directory with its type, owner, mode,
- * times, xattrs, symlink target, device number and holes, then renamed into place, so a crash
- * leaves either the lower file showing or the complete copy, never a partial one.
+ * every node is built in the work directory (a regular file in a spare, see SpareFiles) with its
+ * type, owner, mode, times, xattrs, symlink target, device number and holes, then renamed into
+ * place, so a crash leaves either the lower file showing or the complete copy, never a partial
+ * one.
  */
 export class CopyUp {
   private readonly inflight = new Map<string, Promise<void>>()
