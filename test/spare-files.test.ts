@@ -2,6 +2,8 @@ import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, w
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { createLogger } from '../src/log.js'
+import { SpareFiles } from '../src/overlay/spare-files.js'
 import { llistxattr, lsetxattr } from '../src/sys/index.js'
 import { isMounted, mountStratafs, unmountFuse } from './lib/overlay-mount.js'
 
@@ -80,4 +82,21 @@ t.test('spare files: used by copy-ups, made again when idle, kept across mounts'
   appendFileSync(join(mnt, 'f0'), 'again\n')
   t.equal(readFileSync(join(mnt, 'f0'), 'utf8'), 'content 0\nmore\nagain\n', 'the upper file is written in place')
   t.equal(readdirSync(join(work, 'work')).length, 0, 'nothing left in the work directory')
+})
+
+t.test('no spare is made while a copy-up is under way, however long it takes', async t => {
+  const dir = join(t.testdir(), 'spare')
+  const spares = new SpareFiles(dir, 8, createLogger('silent'))
+  t.teardown(() => spares.close())
+  const count = (): number => readdirSync(dir).length
+  spares.load()
+  await until('the supply is made', () => count() === 8)
+  const taken = Array.from({ length: 8 }, () => spares.take())
+  for (const path of taken) rmSync(path)
+  spares.begin()
+  await new Promise(resolve => setTimeout(resolve, 200))
+  t.equal(count(), 0, 'none made during a copy-up ten times longer than the pause that allows it')
+  spares.end()
+  await until('made once the copy-up has ended', () => count() === 8)
+  t.pass('the supply is back')
 })

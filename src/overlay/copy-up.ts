@@ -70,7 +70,7 @@ export class CopyUp {
     await this.settle(path)
     const st = this.upper.stat(path)
     if (st !== undefined && !this.upper.isWhiteout(st)) {
-      if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, this.completeData(path, st, need === 'data'))
+      if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, async () => await this.completeData(path, st, need === 'data'))
       return
     }
     const entry = this.lower.lookup(path)
@@ -80,7 +80,7 @@ export class CopyUp {
       return
     }
     const how = need === 'meta' && !(this.metacopy && (entry.attr.mode & S_IFMT) === S_IFREG && entry.attr.size > 0) ? 'data' : need
-    await this.track(path, this.node(path, entry, how))
+    await this.track(path, async () => await this.node(path, entry, how))
   }
 
   /** Whether the upper file at `path` is a metadata-only copy, reading its xattr once per inode. */
@@ -108,12 +108,15 @@ export class CopyUp {
     this.metaOnly.set(st.ino, false)
   }
 
-  private async track (path: string, job: Promise<void>): Promise<void> {
-    this.inflight.set(path, job)
+  private async track (path: string, run: () => Promise<void>): Promise<void> {
+    this.spares.begin()
     try {
+      const job = run()
+      this.inflight.set(path, job)
       await job
     } finally {
       this.inflight.delete(path)
+      this.spares.end()
     }
   }
 

@@ -7,8 +7,8 @@ import { S_IFREG } from './mode.js'
 const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants
 
 /**
- * Spares are made only once copy-ups have paused this long: during a burst, a background create
- * would only take CPU from the copy-ups it is meant to spare.
+ * Spares are made only once no copy-up has run for this long: during a burst, or during one long
+ * copy, a background create would only take CPU from the copy-ups it is meant to spare.
  */
 const IDLE_MS = 20
 
@@ -26,7 +26,9 @@ export class SpareFiles {
   private readonly ready: string[] = []
   private refilling = false
   private timer: NodeJS.Timeout | undefined
-  private lastTake = 0
+  private lastActive = 0
+  /** Copy-ups under way. */
+  private copying = 0
   private closed = false
   private readonly prefix = randomBytes(4).toString('hex')
   private counter = 0
@@ -56,12 +58,21 @@ export class SpareFiles {
   /** The path of an empty file that is the caller's to rename away; made now if none is ready. */
   take (): string {
     const spare = this.ready.pop()
-    this.lastTake = performance.now()
-    this.refill()
     if (spare !== undefined) return spare
     const path = this.nextName()
     fs.closeSync(fs.openSync(path, O_WRONLY | O_CREAT | O_EXCL, 0o600))
     return path
+  }
+
+  /** A copy-up begins: no spare is made until every copy-up has ended and a pause followed. */
+  begin (): void {
+    this.copying++
+  }
+
+  end (): void {
+    this.copying--
+    this.lastActive = performance.now()
+    this.refill()
   }
 
   private nextName (): string {
@@ -76,7 +87,7 @@ export class SpareFiles {
   }
 
   private refill (): void {
-    if (this.closed || this.refilling || this.timer !== undefined || this.ready.length >= this.supply) return
+    if (this.closed || this.refilling || this.timer !== undefined || this.copying > 0 || this.ready.length >= this.supply) return
     this.timer = setTimeout(() => {
       this.timer = undefined
       this.refilling = true
@@ -92,7 +103,7 @@ export class SpareFiles {
 
   /** Makes spares until there are enough or copy-ups resume. */
   private async fill (): Promise<void> {
-    while (!this.closed && this.ready.length < this.supply && performance.now() - this.lastTake >= IDLE_MS) {
+    while (!this.closed && this.ready.length < this.supply && this.copying === 0 && performance.now() - this.lastActive >= IDLE_MS) {
       const path = this.nextName()
       await (await fs.promises.open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)).close()
       this.ready.push(path)
