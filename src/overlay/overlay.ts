@@ -391,7 +391,9 @@ export class Overlay {
       // Lower names at the destination must not show through the moved directory.
       upper.setOpaque(srcReal)
     }
-    if (srcIsDir && upper.isWhiteout(dstSt)) {
+    if (upper.isWhiteout(dstSt) && (srcIsDir || srcNeedsWhiteout)) {
+      // As the kernel: the whiteout already at the destination trades places with the source,
+      // keeping its owner, and goes if the source's name needs none.
       sys.renameat2(srcReal, dstReal, sys.RENAME_EXCHANGE)
       if (!srcNeedsWhiteout) fs.unlinkSync(srcReal)
     } else {
