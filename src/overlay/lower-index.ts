@@ -14,11 +14,41 @@ export interface IndexEntry {
   merged?: true
 }
 
-/** A persisted form of the index: one record per name, so a directory is one range scan. */
+/**
+ * An entry as persisted: its fields in a fixed order, without their names, which made most of
+ * the stored bytes and of the JSON work of storing and loading an index:
+ * [layer, mode, uid, gid, size, rdev, nlink, ino, blocks, atime s, ns, mtime s, ns, ctime s, ns,
+ * merged (1 or 0), then the symlink target when there is one].
+ */
+export type StoredEntry = [number, number, number, number, number, number, number, number, number,
+  number, number, number, number, number, number, number, string?]
+
+/** A persisted form of the index: one record per name. */
 export interface IndexRecord {
   dir: string
   name: string
-  entry: IndexEntry
+  entry: StoredEntry
+}
+
+function storedEntry (e: IndexEntry): StoredEntry {
+  const a = e.attr
+  const out: StoredEntry = [e.layer, a.mode, a.uid, a.gid, a.size, a.rdev, a.nlink, a.ino, a.blocks,
+    a.atime[0], a.atime[1], a.mtime[0], a.mtime[1], a.ctime[0], a.ctime[1], e.merged === true ? 1 : 0]
+  if (e.target !== undefined) out.push(e.target)
+  return out
+}
+
+function loadedEntry (s: StoredEntry): IndexEntry {
+  const entry: IndexEntry = {
+    layer: s[0],
+    attr: {
+      mode: s[1], uid: s[2], gid: s[3], size: s[4], rdev: s[5], nlink: s[6], ino: s[7], blocks: s[8],
+      atime: [s[9], s[10]], mtime: [s[11], s[12]], ctime: [s[13], s[14]]
+    }
+  }
+  if (s[15] === 1) entry.merged = true
+  if (s[16] !== undefined) entry.target = s[16]
+  return entry
 }
 
 export const ROOT_RECORD_NAME = ''
@@ -52,7 +82,9 @@ export class LowerIndex {
   static async fromRecords (layerDirs: readonly string[], batches: AsyncIterable<IndexRecord[]> | Iterable<IndexRecord[]>): Promise<LowerIndex> {
     const index = new LowerIndex(layerDirs)
     for await (const batch of batches) {
-      for (const { dir, name, entry } of batch) {
+      for (const record of batch) {
+        const { dir, name } = record
+        const entry = loadedEntry(record.entry)
         if (name === ROOT_RECORD_NAME) {
           index.rootEntry = entry
           continue
@@ -73,9 +105,9 @@ export class LowerIndex {
   }
 
   * records (): Iterable<IndexRecord> {
-    if (this.rootEntry !== undefined) yield { dir: '/', name: ROOT_RECORD_NAME, entry: this.rootEntry }
+    if (this.rootEntry !== undefined) yield { dir: '/', name: ROOT_RECORD_NAME, entry: storedEntry(this.rootEntry) }
     for (const [dir, children] of this.dirs) {
-      for (const [name, entry] of children) yield { dir, name, entry }
+      for (const [name, entry] of children) yield { dir, name, entry: storedEntry(entry) }
     }
   }
 

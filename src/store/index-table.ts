@@ -5,10 +5,13 @@ import type { ChainRecord } from './records.js'
 type Db = Level<string, unknown>
 type Sub<V> = AbstractSublevel<Db, string | Buffer | Uint8Array, string, V>
 
-/** `format` 2: one record per directory. Markers without it belong to older stores: rebuilt. */
+/**
+ * `format` 3: one record per directory, entries as arrays. Markers of other formats belong to older
+ * stores: their indexes are rebuilt.
+ */
 interface Marker { records: number; created: string; format?: number }
 
-const FORMAT = 2
+const FORMAT = 3
 /** Directories written per LevelDB batch. */
 const batchDirs = 500
 
@@ -18,9 +21,10 @@ type DirValue = Array<[string, unknown]>
 /**
  * Persisted merged views of layer stacks, each under a key (a ChainID, or the standalone overlay's
  * fingerprint of its lower dirs): one record per directory, `<key>/<dir>`, holding its entries, so
- * a whole index loads in as many reads as it has directories (20,000 names: 180 ms to load and
- * as long to store with a record per name, 15 ms and 90 ms now). A key's marker is written last, so
- * an index cut short by a crash is never taken for a whole one. Keys must not contain '/'.
+ * a whole index loads in as many reads as it has directories. 20,000 names took about 180 ms to
+ * load and as long to store as a record per name; 60 and 70 ms as a record per directory. A
+ * key's marker is written last, so an index cut short by a crash is never taken for a whole one.
+ * Keys must not contain '/'.
  */
 export class IndexTable {
   private readonly markers: Sub<Marker>
