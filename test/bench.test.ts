@@ -82,3 +82,16 @@ t.test('Ctrl-C during a run unmounts what it mounted', async t => {
   t.same(mountsUnder(dir), [], 'no mount left behind')
   t.same(readdirSync(dir).filter(n => n.startsWith('stratafs-bench-')), [], 'scratch removed')
 })
+
+t.test('--workload runs only the groups named; an unknown one is a usage error', async t => {
+  const dir = t.testdir()
+  const res = spawnSync(process.execPath, [cliMain, 'bench', '--tiny', '--json', '--cpu-pin', 'none', '--only', 'plain,stratafs',
+    '--workload', 'readdir,find', '--svg', join(dir, 'c.svg')], { env: { ...process.env, TMPDIR: dir }, encoding: 'utf8', timeout: 300_000 })
+  t.equal(res.status, 0, res.stderr)
+  const ids = JSON.parse(res.stdout).rows.map((r: { id: string }) => r.id).sort()
+  t.same(ids, ['find-cold', 'find-warm', 'readdir-cold', 'readdir-warm'], 'only the readdir and find rows')
+  const bad = spawnSync(process.execPath, [cliMain, 'bench', '--workload', 'copy-up,lookups'], { encoding: 'utf8' })
+  t.equal(bad.status, 2, 'a usage error')
+  t.match(bad.stderr, /--workload: unknown lookups \(known: copy-up, stat, readdir, find, tar\)/)
+  t.same(mountsUnder(dir), [], 'no mount left behind')
+})
