@@ -222,9 +222,11 @@ function umount (mnt: string): number | null {
 /**
  * Seeds found by a random run to show a bug, kept so the bug stays fixed:
  * 1892886566, a file renamed out of a setgid directory onto a whiteout (the kernel moves that
- * whiteout, with its owner, to the source's place instead of making a new one).
+ * whiteout, with its owner, to the source's place instead of making a new one);
+ * 426981070, removexattr of a name a lower file does not have (the kernel answers ENODATA and
+ * copies nothing up; a copy-up showed a hard-linked file with nlink 1).
  */
-const FOUND = [1892886566]
+const FOUND = [1892886566, 426981070]
 
 /** Seeds: STRATAFS_SEED alone when given (a replay), else fixed ones plus one new per run. */
 function seeds (): number[] {

@@ -290,6 +290,10 @@ export class Overlay {
 
   async removexattr (path: string, name: string): Promise<void> {
     if (isPrivateXattr(name)) throw new StrataError('EPERM', `${name} belongs to the overlay`)
+    // As the kernel: removing an xattr the file does not have copies nothing up.
+    if (sys.lgetxattr(this.realOf(path, this.resolve(path)), name) === undefined) {
+      throw new StrataError('ENODATA', `${path}: no xattr ${name}`)
+    }
     const real = await this.modify(path, 'meta')
     if (sys.lgetxattr(real, name) === undefined) throw new StrataError('ENODATA', `${path}: no xattr ${name}`)
     sys.lremovexattr(real, name)
