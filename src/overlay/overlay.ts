@@ -290,12 +290,13 @@ export class Overlay {
 
   async removexattr (path: string, name: string): Promise<void> {
     if (isPrivateXattr(name)) throw new StrataError('EPERM', `${name} belongs to the overlay`)
-    // As the kernel: removing an xattr the file does not have copies nothing up.
-    if (sys.lgetxattr(this.realOf(path, this.resolve(path)), name) === undefined) {
-      throw new StrataError('ENODATA', `${path}: no xattr ${name}`)
-    }
+    const missing = (real: string): boolean => sys.lgetxattr(real, name) === undefined
+    const noSuch = (): StrataError => new StrataError('ENODATA', `${path}: no xattr ${name}`)
+    // As the kernel: removing an xattr a lower file does not have copies nothing up.
+    const r = this.resolve(path)
+    if (r.upper === undefined && r.hidden === undefined && missing(this.realOf(path, r))) throw noSuch()
     const real = await this.modify(path, 'meta')
-    if (sys.lgetxattr(real, name) === undefined) throw new StrataError('ENODATA', `${path}: no xattr ${name}`)
+    if (missing(real)) throw noSuch()
     sys.lremovexattr(real, name)
   }
 
