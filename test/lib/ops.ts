@@ -239,9 +239,10 @@ export interface MtimeEffect {
 export function mtimeEffect (op: Op): MtimeEffect {
   const none: MtimeEffect = { contentOf: [], made: [], names: [], set: [] }
   switch (op.kind) {
-    case 'create': case 'fsync':
+    // An append opens with O_CREAT: it may make the file, and so change its directory.
+    case 'create': case 'fsync': case 'append':
       return { ...none, contentOf: [op.path], names: [parentOf(op.path)] }
-    case 'write': case 'append': case 'truncate': case 'ftruncate':
+    case 'write': case 'truncate': case 'ftruncate':
       return { ...none, contentOf: [op.path] }
     case 'utimens':
       return { ...none, set: [op.path] }
