@@ -49,10 +49,15 @@ t.test('spare files: used by copy-ups, made again when idle, kept across mounts'
   await until(`${SUPPLY} spares are made after the mount`, () => spares().length === SUPPLY)
   const before = new Set(spares())
   // A burst longer than the supply: the first copy-ups take spares, the rest make their own.
-  for (let i = 0; i < n; i++) appendFileSync(join(mnt, `f${i}`), 'more\n')
+  // The last few are rewritten (O_TRUNC: a copy-up with no data), with no spare left for them.
+  const rewritten = (i: number): boolean => i >= n - 4
+  for (let i = 0; i < n; i++) {
+    if (rewritten(i)) writeFileSync(join(mnt, `f${i}`), 'new\n')
+    else appendFileSync(join(mnt, `f${i}`), 'more\n')
+  }
   for (let i = 0; i < n; i++) {
     const st = lstatSync(join(upper, `f${i}`))
-    t.equal(readFileSync(join(upper, `f${i}`), 'utf8'), `content ${i}\nmore\n`, `f${i}: whole content in the upper`)
+    t.equal(readFileSync(join(upper, `f${i}`), 'utf8'), rewritten(i) ? 'new\n' : `content ${i}\nmore\n`, `f${i}: whole content in the upper`)
     if (st.uid !== 1000 + i || st.gid !== 2000 + i || (st.mode & 0o7777) !== 0o640) {
       t.fail(`f${i}: owner ${st.uid}:${st.gid} mode ${(st.mode & 0o7777).toString(8)}`)
     }
@@ -94,7 +99,7 @@ t.test('no spare is made while a copy-up is under way, however long it takes', a
   // Eight quick copy-ups, as CopyUp runs them, then a long one starting right after.
   for (let i = 0; i < 8; i++) {
     spares.begin()
-    rmSync(spares.take())
+    rmSync(spares.take().path)
     spares.end()
   }
   spares.begin()

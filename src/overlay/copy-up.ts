@@ -8,7 +8,7 @@ import type { IndexEntry, LowerIndex } from './lower-index.js'
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from './mode.js'
 import { InodeMap } from './inode-map.js'
 import { lowerDataPath } from './materialize.js'
-import { SpareFiles } from './spare-files.js'
+import { NEW_FILE, SpareFiles } from './spare-files.js'
 import { type Upper, isPrivateXattr, parentOf } from './upper.js'
 
 /**
@@ -70,7 +70,7 @@ export class CopyUp {
     await this.settle(path)
     const st = this.upper.stat(path)
     if (st !== undefined && !this.upper.isWhiteout(st)) {
-      if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, async () => await this.completeData(path, st, need === 'data'))
+      if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, () => this.completeData(path, st, need === 'data'))
       return
     }
     const entry = this.lower.lookup(path)
@@ -80,7 +80,7 @@ export class CopyUp {
       return
     }
     const how = need === 'meta' && !(this.metacopy && (entry.attr.mode & S_IFMT) === S_IFREG && entry.attr.size > 0) ? 'data' : need
-    await this.track(path, async () => await this.node(path, entry, how))
+    await this.track(path, () => this.node(path, entry, how))
   }
 
   /** Whether the upper file at `path` is a metadata-only copy, reading its xattr once per inode. */
@@ -101,7 +101,7 @@ export class CopyUp {
   private async completeData (path: string, st: Stat, data: boolean): Promise<void> {
     const real = this.upper.real(path)
     if (data) {
-      await this.copyInto(lowerDataPath(this.lower, path), real, st.size, false)
+      await this.copyInto(lowerDataPath(this.lower, path), real, st.size, false, fs.constants.O_WRONLY)
       sys.lutimens(real, st.atime, st.mtime)
     }
     sys.lremovexattr(real, METACOPY_XATTR)
@@ -147,14 +147,26 @@ export class CopyUp {
     this.dirs(parentOf(path))
     const src = this.lower.realPath(path, entry)
     const type = entry.attr.mode & S_IFMT
-    const tmp = type === S_IFREG ? this.spares.take() : this.upper.tmpName()
+    const spare = type === S_IFREG ? this.spares.take() : undefined
+    const tmp = spare?.path ?? this.upper.tmpName()
+    // Without a ready spare, the regular file is made by its first open here.
+    const flags = spare?.made === false ? NEW_FILE : fs.constants.O_WRONLY
     try {
       if (type === S_IFREG && need === 'meta') {
         // The kernel's metacopy format: the full size, no data, the marker xattr.
-        fs.truncateSync(tmp, entry.attr.size)
+        const fd = fs.openSync(tmp, flags, 0o600)
+        try {
+          fs.ftruncateSync(fd, entry.attr.size)
+        } finally {
+          fs.closeSync(fd)
+        }
         sys.lsetxattr(tmp, METACOPY_XATTR, Buffer.alloc(0))
       } else if (type === S_IFREG) {
-        if (need === 'data' && entry.attr.size > 0) await this.copyInto(src, tmp, entry.attr.size, entry.attr.blocks * 512 >= entry.attr.size)
+        if (need === 'data' && entry.attr.size > 0) {
+          await this.copyInto(src, tmp, entry.attr.size, entry.attr.blocks * 512 >= entry.attr.size, flags)
+        } else if (spare?.made === false) {
+          fs.closeSync(fs.openSync(tmp, flags, 0o600))
+        }
       } else if (type === S_IFLNK) {
         fs.symlinkSync(entry.target ?? fs.readlinkSync(src), tmp)
       } else {
@@ -169,11 +181,14 @@ export class CopyUp {
     this.log.debug({ path, need }, 'copied up')
   }
 
-  /** Copies `size` bytes of `src` into the existing file `dst`; `dense` when `src` has no holes. */
-  private async copyInto (src: string, dst: string, size: number, dense: boolean): Promise<void> {
+  /**
+   * Copies `size` bytes of `src` into `dst`, opened with `flags` (made by it with NEW_FILE);
+   * `dense` when `src` has no holes.
+   */
+  private async copyInto (src: string, dst: string, size: number, dense: boolean, flags: number): Promise<void> {
     const from = fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NOATIME)
     try {
-      const to = fs.openSync(dst, fs.constants.O_WRONLY)
+      const to = fs.openSync(dst, flags, 0o600)
       try {
         await sys.copyData(from, to, size, { reflink: this.reflink, dense })
       } finally {

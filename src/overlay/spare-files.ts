@@ -5,6 +5,8 @@ import * as sys from '../sys/index.js'
 import { S_IFREG } from './mode.js'
 
 const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants
+/** How a file that must not exist yet is opened for writing. */
+export const NEW_FILE = O_WRONLY | O_CREAT | O_EXCL
 
 /**
  * Spares are made only once no copy-up has run for this long: during a burst, or during one long
@@ -55,13 +57,13 @@ export class SpareFiles {
     this.refill()
   }
 
-  /** The path of an empty file that is the caller's to rename away; made now if none is ready. */
-  take (): string {
+  /**
+   * An empty file that is the caller's to fill and rename away. When none is ready, a fresh name
+   * in the same directory (`made: false`): the caller creates it with its first open.
+   */
+  take (): { path: string, made: boolean } {
     const spare = this.ready.pop()
-    if (spare !== undefined) return spare
-    const path = this.nextName()
-    fs.closeSync(fs.openSync(path, O_WRONLY | O_CREAT | O_EXCL, 0o600))
-    return path
+    return spare !== undefined ? { path: spare, made: true } : { path: this.nextName(), made: false }
   }
 
   /** A copy-up begins: no spare is made until every copy-up has ended and a pause followed. */
@@ -105,7 +107,7 @@ export class SpareFiles {
   private async fill (): Promise<void> {
     while (!this.closed && this.ready.length < this.supply && this.copying === 0 && performance.now() - this.lastActive >= IDLE_MS) {
       const path = this.nextName()
-      await (await fs.promises.open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)).close()
+      await (await fs.promises.open(path, NEW_FILE, 0o600)).close()
       this.ready.push(path)
     }
   }
