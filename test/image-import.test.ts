@@ -32,6 +32,16 @@ async function collect (stream: AsyncIterable<Buffer>): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
+/** The run config the fixture's image carries, and what `image inspect` must show of it. */
+const RUN_CONFIG = {
+  Env: ['PATH=/usr/bin:/bin', 'A=1'],
+  Cmd: ['/bin/sh', '-c', 'echo hi && exit 0'],
+  WorkingDir: '/srv',
+  Labels: { 'org.example.kind': 'test' },
+  ExposedPorts: { '80/tcp': {} },
+  Entrypoint: null
+}
+
 interface Fixture { tars: Buffer[]; diffIds: string[]; config: Buffer; configDigest: string }
 
 /** Two layers (the second deletes a file and makes a directory opaque) and a docker-shaped config. */
@@ -59,14 +69,7 @@ async function fixture (base: string): Promise<Fixture> {
   const created = '2024-05-06T07:08:09.123456789Z'
   const config = goJson({
     architecture: ociArchitecture(),
-    config: {
-      Env: ['PATH=/usr/bin:/bin', 'A=1'],
-      Cmd: ['/bin/sh', '-c', 'echo hi && exit 0'],
-      WorkingDir: '/srv',
-      Labels: { 'org.example.kind': 'test' },
-      ExposedPorts: { '80/tcp': {} },
-      Entrypoint: null
-    },
+    config: RUN_CONFIG,
     created,
     author: 'Ann <ann@example.org>',
     comment: 'buildkit.dockerfile.v0',
@@ -195,14 +198,7 @@ t.test('docker save archive (classic form): image, config, history, mount', asyn
   t.equal(img.Created, '2024-05-06T07:08:09.123456789Z')
   t.equal(img.Author, 'Ann <ann@example.org>')
   t.equal(img.Comment, 'buildkit.dockerfile.v0', 'the config\'s comment, as docker inspect shows it')
-  t.same(img.Config, {
-    Env: ['PATH=/usr/bin:/bin', 'A=1'],
-    Cmd: ['/bin/sh', '-c', 'echo hi && exit 0'],
-    WorkingDir: '/srv',
-    Labels: { 'org.example.kind': 'test' },
-    ExposedPorts: { '80/tcp': {} },
-    Entrypoint: null
-  }, 'the config as docker inspect shows it')
+  t.same(img.Config, RUN_CONFIG, 'the config as docker inspect shows it')
 
   const history = JSON.parse(await ok(t, d, ['image', 'history', 'app:1', '--json'])) as Array<{ image: string; created_by: string; empty_layer?: boolean; size: number; comment?: string }>
   t.equal(history.length, 3, 'one row per history entry, empty layers included')
