@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Brings a checkout to a runnable state, doing only what is missing: system packages, npm ci,
-# the fuse-native patch and its native rebuild, then the TypeScript build (always).
+# the native FUSE addon, then the TypeScript build (always).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,12 +10,9 @@ installed () {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
 
-# Debian 13 renamed libfuse2 for the 64-bit time_t transition; either provides libfuse.so.2.
+# libfuse-dev brings libfuse 2 (libfuse2, or libfuse2t64 since Debian 13) and its headers.
 missing=()
-if ! installed libfuse2 && ! installed libfuse2t64; then
-  if apt-cache show libfuse2t64 >/dev/null 2>&1; then missing+=(libfuse2t64); else missing+=(libfuse2); fi
-fi
-for pkg in fuse3 attr busybox-static fuse-overlayfs; do
+for pkg in libfuse-dev pkg-config fuse3 attr busybox-static fuse-overlayfs; do
   installed "$pkg" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -34,32 +31,14 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
   npm ci --no-audit --no-fund
 fi
 
-# fuse-native 2.2.6 ships a prebuilt binding with millisecond times, 32-bit inode numbers and
-# other defects (see the patch). Patch its C and JS, then build; node-gyp-build loads
-# build/Release/fuse.node before any prebuild.
-fuse=node_modules/fuse-native
-patchfile=patches/fuse-native+2.2.6.patch
-# The patch that is applied is kept beside it, so a checkout whose patch changed since can take
-# the old one off first.
-applied=$fuse/.stratafs.patch
-if ! cmp -s "$patchfile" "$applied" 2>/dev/null; then
-  if [[ -f $applied ]]; then
-    log "taking the previous patch off $fuse"
-    patch -p1 -R -s -d "$fuse" <"$applied"
-  fi
-  if ! patch -p1 -R --dry-run -s -f -d "$fuse" <"$patchfile" >/dev/null 2>&1; then
-    log "patching $fuse"
-    patch -p1 -N -s -d "$fuse" <"$patchfile"
-  fi
-  cp "$patchfile" "$applied"
-  rm -rf "$fuse/build"
-fi
-if [[ ! -f $fuse/build/Release/fuse.node || $patchfile -nt $fuse/build/Release/fuse.node ]]; then
-  log "building $fuse"
+# The FUSE session addon (native/): built against libfuse 2's headers, rebuilt when its source
+# changes. Node's headers come with the distribution's nodejs; node-gyp must not download them.
+addon=native/build/Release/fuse_session.node
+if [[ ! -f $addon || native/fuse-session.c -nt $addon || native/binding.gyp -nt $addon ]]; then
+  log 'building native/'
   gyp=("$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js" rebuild)
   [[ -f /usr/include/node/node_api.h ]] && gyp+=(--nodedir=/usr)
-  (cd "$fuse" && node "${gyp[@]}" >build.log 2>&1) || { cat "$fuse/build.log" >&2; exit 1; }
-  node -e "require('fuse-native')"
+  (cd native && node "${gyp[@]}" >build.log 2>&1) || { cat native/build.log >&2; exit 1; }
 fi
 
 # The build info lives in dist/ so that removing dist/ forces a full emit.

@@ -115,6 +115,26 @@ t.test('container lifecycle: mount, ps, diff, umount, remount, commit, rm', asyn
   t.same(readdirSync(join(d.root, 'containers')), [], 'container dirs deleted')
 })
 
+t.test('a mount someone else unmounts is released: ps says so, and it mounts again', async (t) => {
+  const d = await startDaemon(t)
+  await baseImage(t, d)
+  const mnt = d.dir('mnt')
+  await ok(t, d, ['mount', 'base:1', mnt, '--name', 'out'])
+  writeFileSync(join(mnt, 'etc', 'kept'), 'kept\n')
+  t.equal(spawnSync('umount', [mnt]).status, 0, 'umount(8) from outside')
+  const deadline = Date.now() + 10_000
+  let ps = ''
+  while (Date.now() < deadline) {
+    ps = await ok(t, d, ['ps'])
+    if (/out\s+-\s+unmounted/.test(ps)) break
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  t.match(ps, /out\s+-\s+unmounted/, 'the daemon noticed')
+  await ok(t, d, ['mount', 'base:1', mnt, '--name', 'out'])
+  t.equal(readFileSync(join(mnt, 'etc', 'kept'), 'utf8'), 'kept\n', 'the upper survived')
+  await ok(t, d, ['umount', 'out'])
+})
+
 t.test('SIGTERM unmounts everything; a killed daemon\'s mounts are cleared by the next one', async (t) => {
   const d = await startDaemon(t)
   await baseImage(t, d)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Round-trip cost of one getattr through fuse-native: server and stat loop pinned to one CPU
+# Round-trip cost of one getattr through the FUSE session: server and stat loop pinned to one CPU
 # (PIN=same, default) or left to the scheduler (PIN=none). N stats, default 100000.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +16,7 @@ cleanup () {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-(cd "$root" && exec node "$here/server.cjs" "$mnt") &
+node "$here/server.mjs" "$mnt" &
 pid=$!
 for _ in $(seq 100); do mountpoint -q "$mnt" && break; sleep 0.05; done
 stat "$mnt/f" >/dev/null

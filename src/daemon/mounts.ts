@@ -64,7 +64,13 @@ export class Mounts {
           name: container.name
         })
         container = { ...container, mountpoint }
-        this.active.set(mountpoint, { container, overlay })
+        const active = { container, overlay }
+        this.active.set(mountpoint, active)
+        void overlay.ended.then(async () => {
+          if (this.active.get(mountpoint) !== active) return
+          this.log.warn({ container: active.container.name, mountpoint }, 'unmounted from outside')
+          await this.release(active).catch((err: unknown) => this.log.error({ err, mountpoint }, 'cleanup after an outside unmount failed'))
+        })
         await this.store.updateContainer(container)
         this.log.info({ container: container.name, mountpoint, image: image.id, readOnly: container.readOnly }, 'mounted')
         return container

@@ -1,4 +1,4 @@
-import { readFileSync, realpathSync, statSync } from 'node:fs'
+import { realpathSync, statSync } from 'node:fs'
 import { StrataError } from '../errors.js'
 import type { Logger } from 'pino'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
@@ -14,13 +14,10 @@ export interface StandaloneSpec {
   log: Logger
 }
 
-const WATCH_MS = 1000
-
 /**
  * A mount of plain directories with no daemon and no store, the way fuse-overlayfs is used. With
  * an upper, the lower index is kept in LevelDB inside the work dir for the next mount.
- * It ends on SIGTERM/SIGINT, and also when someone else unmounts it (`fusermount -u`), which
- * libfuse 2 does not report: the mount table is watched instead.
+ * It ends on SIGTERM/SIGINT, and also when someone else unmounts it (`fusermount -u`).
  */
 export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: OverlayMount, done: Promise<void> }> {
   for (const [what, dir] of [...spec.lowerDirs.map(d => ['lowerdir', d]), ['upperdir', spec.upper?.upperDir], ['workdir', spec.upper?.workDir]]) {
@@ -44,16 +41,12 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
   })
   const done = new Promise<void>(resolve => {
     const stop = (): void => {
-      clearInterval(timer)
       mount.unmount().catch(err => spec.log.error({ err }, 'unmount failed')).finally(resolve)
     }
-    const timer = setInterval(() => {
-      if (!isMounted(spec.mountpoint)) {
-        clearInterval(timer)
-        spec.log.info('unmounted from outside')
-        resolve()
-      }
-    }, WATCH_MS)
+    void mount.ended.then(() => {
+      spec.log.info('unmounted from outside')
+      stop()
+    })
     process.once('SIGTERM', stop)
     process.once('SIGINT', stop)
   })
@@ -66,10 +59,4 @@ async function builtInMemory (lowerDirs: readonly string[], log: Logger): Promis
   const lower = await LowerIndex.build(lowerDirs)
   log.info({ layers: lowerDirs.length, entries: lower.size, ms: Math.round(performance.now() - started) }, 'lower index built')
   return lower
-}
-
-/** Reads the mount table, never the mountpoint itself: this process serves it. */
-export function isMounted (mountpoint: string): boolean {
-  const escaped = mountpoint.replace(/[ \t\n\\]/g, c => '\\' + c.charCodeAt(0).toString(8).padStart(3, '0'))
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(line => line.split(' ')[4] === escaped)
 }

@@ -1,9 +1,12 @@
-import Fuse from 'fuse-native'
+import { spawnSync } from 'node:child_process'
+import { statSync } from 'node:fs'
+import { dirname } from 'node:path'
 import type { Logger } from 'pino'
-import { StrataError } from '../errors.js'
+import { errorCode, StrataError } from '../errors.js'
 import type { LowerIndex } from '../overlay/lower-index.js'
 import { Overlay } from '../overlay/overlay.js'
 import { operations } from './operations.js'
+import { FuseSession } from './session.js'
 
 export interface MountSpec {
   mountpoint: string
@@ -18,74 +21,83 @@ export interface MountSpec {
 export interface OverlayMount {
   readonly mountpoint: string
   readonly overlay: Overlay
+  /** Settles when someone else ends the mount (`fusermount -u`, `umount`). */
+  readonly ended: Promise<void>
   unmount (): Promise<void>
 }
 
-/** Lower layers never change and every change to a name comes through us: the kernel may cache. */
-const CACHE_SECONDS = 86400
+/**
+ * Mount options: a non-empty mountpoint is accepted as the kernel accepts it (nonempty); device
+ * nodes and setuid work as on a root overlayfs mount (dev, suid); the kernel checks permissions
+ * from our modes (default_permissions, which allow_other needs, or anyone could write root's
+ * files). Session options: writes come 128 KiB at a time (big_writes), not 4 KiB.
+ */
+function mountOptions (spec: MountSpec): string[] {
+  const opts = [
+    `fsname=stratafs:${spec.name.replace(/[^\w.:-]/g, '_')}`, 'subtype=stratafs',
+    'allow_other', 'default_permissions', 'nonempty', 'dev', 'suid'
+  ]
+  if (spec.upper === undefined) opts.push('ro')
+  return opts
+}
+
+const SESSION_OPTIONS = ['big_writes']
 
 /**
- * libfuse options fuse-native has no key for ride along in `fsname`, which it passes inside the
- * one `-o` string: inode numbers are ours (use_ino), writes come 128 KiB at a time (big_writes),
- * repeated misses stay in the kernel (negative_timeout), and a non-empty mountpoint is accepted
- * as the kernel accepts it (nonempty); device nodes and setuid work as on a root overlayfs mount
- * (dev, suid). No hard_remove: libfuse then loses the path of a file
- * unlinked while open and fstat on it fails; the overlay hides those files instead.
- *
- * A read-only stack never changes: attributes and pages stay cached (kernel_cache). On a writable
- * mount, libfuse's high-level API gives each hard link its own kernel inode, so a change through
- * one name would leave the others' cached attributes and pages stale: the attributes of files
- * with several links are answered not cacheable (operations.ts), and pages are dropped when an
- * open finds the file changed (auto_cache).
+ * A mountpoint a killed server left behind answers ENOTCONN: detach it, as any FUSE mount would
+ * have to be before mounting again. A live mount there is refused.
  */
-function fuseOptions (spec: MountSpec): Record<string, unknown> {
-  const writable = spec.upper !== undefined
-  const extra = [
-    'use_ino', 'big_writes', 'nonempty', 'dev', 'suid', writable ? 'auto_cache' : 'kernel_cache',
-    `entry_timeout=${CACHE_SECONDS}`, `negative_timeout=${CACHE_SECONDS}`, `attr_timeout=${CACHE_SECONDS}`
-  ]
-  if (!writable) extra.push('ro')
-  return {
-    fsname: `stratafs:${spec.name.replace(/[^\w.:-]/g, '_')},${extra.join(',')}`,
-    subtype: 'stratafs',
-    allowOther: true,
-    defaultPermissions: true,
-    force: true,
-    mkdir: false,
-    timeout: false
+function prepareMountpoint (mountpoint: string): void {
+  try {
+    statSync(mountpoint)
+  } catch (err) {
+    if (errorCode(err) !== 'ENOTCONN') throw new StrataError('MOUNT_FAILED', `cannot mount ${mountpoint}: ${(err as Error).message}`)
+    spawnSync('fusermount', ['-u', '-z', mountpoint], { stdio: 'ignore' })
   }
+  const st = statSync(mountpoint, { throwIfNoEntry: false })
+  if (st === undefined) throw new StrataError('MOUNT_FAILED', `cannot mount ${mountpoint}: it does not exist`)
+  if (!st.isDirectory()) throw new StrataError('MOUNT_FAILED', `cannot mount ${mountpoint}: not a directory`)
+  if (statSync(dirname(mountpoint)).dev !== st.dev) throw new StrataError('MOUNT_FAILED', `cannot mount ${mountpoint}: already a mountpoint`)
 }
 
 /** Mounts a stack through FUSE; resolves once the kernel has completed its handshake with us. */
 export async function mountOverlay (spec: MountSpec): Promise<OverlayMount> {
   const log = spec.log.child({ mount: spec.mountpoint })
   const overlay = new Overlay({ lower: spec.lower, upper: spec.upper, metacopy: spec.metacopy, log })
-  let fuse: Fuse | undefined
-  const ops = operations(overlay, () => fuse?.caller, log)
-  const mounted = fuse = new Fuse(spec.mountpoint, ops, fuseOptions(spec))
-  await new Promise<void>((resolve, reject) => {
-    mounted.mount(err => {
-      if (err === null || err === undefined) resolve()
-      else reject(new StrataError('MOUNT_FAILED', `cannot mount ${spec.mountpoint}: ${err.message}`, { cause: err }))
-    })
+  prepareMountpoint(spec.mountpoint)
+  let session: FuseSession | undefined
+  let initialised!: (err?: unknown) => void
+  let endedOutside!: () => void
+  const ready = new Promise<void>((resolve, reject) => {
+    initialised = err => err === undefined ? resolve() : reject(err)
   })
+  const ended = new Promise<void>(resolve => { endedOutside = resolve })
+  const handlers = operations(overlay, () => session!, log, { initialised, ended: endedOutside })
+  try {
+    session = new FuseSession(spec.mountpoint, mountOptions(spec), SESSION_OPTIONS, handlers)
+  } catch (err) {
+    throw new StrataError('MOUNT_FAILED', `cannot mount ${spec.mountpoint}: ${(err as Error).message}`, { cause: err })
+  }
+  const mounted = session
+  const unmount = async (): Promise<void> => {
+    mounted.unmount()
+    overlay.close()
+    log.info('unmounted')
+  }
+  try {
+    await ready
+  } catch (err) {
+    await unmount()
+    throw new StrataError('MOUNT_FAILED', `cannot mount ${spec.mountpoint}: ${(err as Error).message}`, { cause: err })
+  }
   log.info({ layers: spec.layerDirs.length, writable: spec.upper !== undefined }, 'mounted')
   let unmounting: Promise<void> | undefined
   return {
     mountpoint: spec.mountpoint,
     overlay,
+    ended,
     async unmount () {
-      unmounting ??= new Promise<void>((resolve, reject) => {
-        mounted.unmount(err => {
-          if (err === null || err === undefined) {
-            overlay.close()
-            log.info('unmounted')
-            resolve()
-          } else {
-            reject(new StrataError('EBUSY', `cannot unmount ${spec.mountpoint}: ${err.message}`, { cause: err }))
-          }
-        })
-      })
+      unmounting ??= unmount()
       await unmounting
     }
   }

@@ -1,110 +1,385 @@
+import os from 'node:os'
 import type { Logger } from 'pino'
+import { errorCode, StrataError } from '../errors.js'
 import type { Timespec } from '../layers/entry.js'
-import type { Attr, Caller } from '../overlay/attr.js'
+import type { Attr } from '../overlay/attr.js'
 import type { Overlay } from '../overlay/overlay.js'
-import { packListing } from './dir-listing.js'
+import type { FuseHandlers, Req } from './binding.js'
+import { direntBuffer, direntSlice } from './dir-listing.js'
 import { toErrno } from './errno.js'
+import { NodeTable, type Node } from './node-table.js'
+import { KEEP_CACHE, type FuseSession } from './session.js'
 
-/* eslint-disable @typescript-eslint/no-explicit-any -- fuse-native calls back with loose tuples */
-type Cb = (...args: any[]) => void
+const { ENODATA, ERANGE } = os.constants.errno
 
-const ROOT: Caller = { uid: 0, gid: 0, pid: 0 }
+/** Lower layers never change and every change to a name comes through us: the kernel may cache. */
+const CACHE_SECONDS = 86400
 
-/** The stat shape the patched fuse-native binding takes (nanosecond times, 53-bit inodes). */
-function stat (attr: Attr): Record<string, unknown> {
-  return attr as unknown as Record<string, unknown>
-}
-
+/** setattr's `toSet` bits (fuse_lowlevel.h). */
+const SET = { mode: 1, uid: 2, gid: 4, size: 8, atime: 16, mtime: 32, atimeNow: 128, mtimeNow: 256 } as const
+const NO_ID = 0xffffffff
+const UTIME_NOW = (1 << 30) - 1
+const UTIME_OMIT = (1 << 30) - 2
 const S_IFMT = 0o170000
 const S_IFDIR = 0o040000
 
-/**
- * libfuse gives each name of a file its own kernel inode, so a change through one hard link
- * would leave what the kernel caches for the others stale: their answers are not cached.
- * Directories cannot be linked, and the kernel refreshes their own attributes after a change
- * inside them.
- */
-function writableStat (attr: Attr): Record<string, unknown> {
-  if (attr.nlink <= 1 || (attr.mode & S_IFMT) === S_IFDIR) return stat(attr)
-  return { ...attr, cacheable: false }
+/** The largest read the kernel sends (max_read): buffers of this size are reused across reads. */
+const MAX_READ = 128 * 1024
+
+const gone = (): StrataError => new StrataError('ESTALE', 'the kernel named a node that is gone')
+
+interface Where {
+  op: string
+  path?: string
+}
+
+interface DirHandle {
+  node: Node
+  listing?: Buffer
 }
 
 /**
- * fuse-native callbacks → overlay calls. Requests reach here on the one JS thread; an async
- * overlay call (data, copy-up) lets others run meanwhile. Every error becomes an errno here and
- * nowhere else; nothing a request does can throw out of its handler.
+ * The low-level FUSE requests → overlay calls. The kernel names inodes; the node table turns them
+ * into the paths the overlay works on, as libfuse's high-level API did for us before, including
+ * its way of keeping a file unlinked while open reachable (a hidden name until the last close).
+ *
+ * Every request gets exactly one reply. Nothing a request does can throw out of its handler: every
+ * error becomes an errno here and nowhere else.
  */
-export function operations (overlay: Overlay, caller: () => Caller | undefined, log: Logger): Record<string, Cb> {
-  const run = (op: string, path: string | null, cb: Cb, fn: () => unknown): void => {
-    let result: unknown
+/** What the mount learns from the session: the handshake done (or failed), the end from outside. */
+export interface Lifecycle {
+  initialised (err?: unknown): void
+  ended (): void
+}
+
+export function operations (overlay: Overlay, session: () => FuseSession, log: Logger, lifecycle: Lifecycle): FuseHandlers {
+  const nodes = new NodeTable()
+  const dirs = new Map<number, DirHandle>()
+  const readBuffers: Buffer[] = []
+  let nextDirHandle = 1
+
+  /** Attributes of files with several names are not cached: see `timeout`. */
+  const timeout = (attr: Attr): number =>
+    overlay.readOnly || attr.nlink <= 1 || (attr.mode & S_IFMT) === S_IFDIR ? CACHE_SECONDS : 0
+
+  const fail = (req: Req, err: unknown, where: Where): void => {
+    session().err(req, -toErrno(err, log, where.op, where.path ?? null))
+  }
+
+  /**
+   * Runs `fn`, sync or async, and hands its value to `reply`; any throw becomes the errno reply.
+   * `fn` notes the path it works on in `where`, for the log of an unexpected error.
+   */
+  const attempt = <T>(req: Req, where: Where, fn: () => T | Promise<T>, reply: (value: T) => void): void => {
+    const onError = (err: unknown): void => fail(req, err, where)
+    const settle = (value: T): void => {
+      try {
+        reply(value)
+      } catch (err) {
+        onError(err)
+      }
+    }
+    let result: T | Promise<T>
     try {
       result = fn()
     } catch (err) {
-      cb(toErrno(err, log, op, path))
+      onError(err)
       return
     }
-    if (result instanceof Promise) {
-      result.then(value => answer(value), err => cb(toErrno(err, log, op, path)))
-    } else {
-      answer(result)
-    }
-    function answer (value: unknown): void {
-      if (value === undefined) cb(0)
-      else cb(0, value)
-    }
+    if (result instanceof Promise) result.then(settle, onError)
+    else settle(result)
   }
-  /** read and write answer with a byte count in the error slot, as fuse-native expects. */
-  const count = (op: string, cb: Cb, fn: () => number | Promise<number>): void => {
-    let n: number | Promise<number>
-    try {
-      n = fn()
-    } catch (err) {
-      cb(toErrno(err, log, op, null))
-      return
-    }
-    if (typeof n === 'number') cb(n)
-    else n.then(bytes => cb(bytes), err => cb(toErrno(err, log, op, null)))
+
+  const nodeOf = (id: number): Node => {
+    const node = nodes.get(id)
+    if (node === undefined) throw gone()
+    return node
   }
-  const who = (): Caller => caller() ?? ROOT
-  const answerStat = overlay.readOnly ? stat : writableStat
+
+  const pathOf = (id: number): string => {
+    const path = nodes.path(nodeOf(id))
+    if (path === undefined) throw new StrataError('ENOENT', 'the name is gone')
+    return path
+  }
+
+  const childPathOf = (parent: number, name: string): string => {
+    const path = nodes.childPath(nodeOf(parent), name)
+    if (path === undefined) throw new StrataError('ENOENT', 'the directory is gone')
+    return path
+  }
+
+  /** A new or looked-up name: the kernel holds one more lookup of its node. */
+  const entry = (req: Req, parent: number, name: string, attr: Attr): void => {
+    const node = nodes.add(nodeOf(parent), name)
+    node.lookups++
+    nodes.saw(node, attr)
+    const t = timeout(attr)
+    session().entry(req, node.id, attr, t, t)
+  }
+
+  /** Requests that make a name answer with its entry. */
+  const make = (req: Req, op: string, parent: number, name: string, fn: (path: string) => Promise<void>): void => {
+    const at: Where = { op }
+    attempt(req, at, async () => {
+      const path = at.path = childPathOf(parent, name)
+      await fn(path)
+      return overlay.getattr(path)
+    }, attr => entry(req, parent, name, attr))
+  }
+
+  /** libfuse's answer to removing a name that is open: rename it out of sight until the last close. */
+  const hide = async (node: Node, path: string): Promise<void> => {
+    const hidden = nodes.hiddenName(node)
+    await overlay.rename(path, nodes.childPath(node.parent!, hidden)!)
+    nodes.move(node, node.parent!, hidden)
+    node.hidden = true
+  }
+
+  const xattrReply = (req: Req, size: number, value: Buffer): void => {
+    if (size === 0) session().xattrSize(req, value.length)
+    else if (value.length > size) session().err(req, ERANGE)
+    else session().buf(req, value)
+  }
 
   return {
-    init: (cb: Cb) => run('init', null, cb, () => overlay.init()),
-    getattr: (path: string, cb: Cb) => run('getattr', path, cb, () => answerStat(overlay.getattr(path))),
-    fgetattr: (path: string | null, fd: number, cb: Cb) => run('fgetattr', path, cb, () => answerStat(overlay.fgetattr(path, fd))),
-    access: (path: string, _mode: number, cb: Cb) => run('access', path, cb, () => { overlay.getattr(path) }),
-    readlink: (path: string, cb: Cb) => run('readlink', path, cb, () => overlay.readlink(path)),
-    readdir: (path: string, cb: Cb) => {
+    init () {
       try {
-        const { names, attrs } = packListing(overlay.readdir(path))
-        cb(0, names, attrs)
+        overlay.init()
+        lifecycle.initialised()
       } catch (err) {
-        cb(toErrno(err, log, 'readdir', path))
+        lifecycle.initialised(err)
       }
     },
-    statfs: (path: string, cb: Cb) => run('statfs', path, cb, () => overlay.statfs()),
-    getxattr: (path: string, name: string, _position: number, cb: Cb) => run('getxattr', path, cb, () => overlay.getxattr(path, name) ?? null),
-    listxattr: (path: string, cb: Cb) => run('listxattr', path, cb, () => overlay.listxattr(path)),
-    open: (path: string, flags: number, cb: Cb) => run('open', path, cb, async () => await overlay.open(path, flags)),
-    create: (path: string, mode: number, flags: number, cb: Cb) => run('create', path, cb, async () => await overlay.create(path, mode, flags, who())),
-    read: (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => count('read', cb, () => overlay.read(fd, buf, len, pos)),
-    write: (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => count('write', cb, () => overlay.write(fd, buf, len, pos)),
-    release: (path: string | null, fd: number, cb: Cb) => run('release', path, cb, () => overlay.release(fd)),
-    fsync: (path: string | null, fd: number, datasync: number, cb: Cb) => run('fsync', path, cb, async () => await overlay.fsync(fd, datasync !== 0)),
-    ftruncate: (path: string | null, fd: number, size: number, cb: Cb) => run('ftruncate', path, cb, () => overlay.ftruncate(fd, size)),
-    truncate: (path: string, size: number, cb: Cb) => run('truncate', path, cb, async () => await overlay.truncate(path, size)),
-    chmod: (path: string, mode: number, cb: Cb) => run('chmod', path, cb, async () => await overlay.chmod(path, mode)),
-    chown: (path: string, uid: number, gid: number, cb: Cb) => run('chown', path, cb, async () => await overlay.chown(path, uid, gid)),
-    utimens: (path: string, atime: Timespec, mtime: Timespec, cb: Cb) => run('utimens', path, cb, async () => await overlay.utimens(path, atime, mtime)),
-    setxattr: (path: string, name: string, value: Buffer, _position: number, flags: number, cb: Cb) =>
-      run('setxattr', path, cb, async () => await overlay.setxattr(path, name, Buffer.from(value), flags)),
-    removexattr: (path: string, name: string, cb: Cb) => run('removexattr', path, cb, async () => await overlay.removexattr(path, name)),
-    mknod: (path: string, mode: number, dev: number, cb: Cb) => run('mknod', path, cb, async () => await overlay.mknod(path, mode, dev, who())),
-    mkdir: (path: string, mode: number, cb: Cb) => run('mkdir', path, cb, async () => await overlay.mkdir(path, mode, who())),
-    symlink: (target: string, path: string, cb: Cb) => run('symlink', path, cb, async () => await overlay.symlink(target, path, who())),
-    link: (src: string, dst: string, cb: Cb) => run('link', dst, cb, async () => await overlay.link(src, dst)),
-    unlink: (path: string, cb: Cb) => run('unlink', path, cb, async () => await overlay.unlink(path)),
-    rmdir: (path: string, cb: Cb) => run('rmdir', path, cb, async () => await overlay.rmdir(path)),
-    rename: (src: string, dst: string, cb: Cb) => run('rename', src, cb, async () => await overlay.rename(src, dst))
+    exit () {
+      lifecycle.ended()
+    },
+    lookup (req, parent, name) {
+      const at: Where = { op: 'lookup' }
+      try {
+        const path = at.path = childPathOf(parent, name)
+        entry(req, parent, name, overlay.getattr(path))
+      } catch (err) {
+        if (errorCode(err) === 'ENOENT') session().noEntry(req, CACHE_SECONDS)
+        else fail(req, err, at)
+      }
+    },
+    forget (id, lookups) {
+      nodes.forget(id, lookups)
+    },
+    getattr (req, id, fh) {
+      const at: Where = { op: 'getattr' }
+      attempt(req, at, () => {
+        const node = nodeOf(id)
+        const path = at.path = nodes.path(node)
+        const attr = fh >= 0 ? overlay.fgetattr(path ?? null, fh) : overlay.getattr(pathOf(id))
+        nodes.saw(node, attr)
+        return attr
+      }, attr => session().attr(req, attr, timeout(attr)))
+    },
+    setattr (req, id, toSet, mode, uid, gid, size, atime, atimeNs, mtime, mtimeNs, fh) {
+      const at: Where = { op: 'setattr' }
+      attempt(req, at, async () => {
+        const node = nodeOf(id)
+        const path = at.path = nodes.path(node)
+        const named = (): string => {
+          if (path === undefined) throw new StrataError('ENOENT', 'the name is gone')
+          return path
+        }
+        if ((toSet & SET.mode) !== 0) await overlay.chmod(named(), mode)
+        if ((toSet & (SET.uid | SET.gid)) !== 0) {
+          await overlay.chown(named(), (toSet & SET.uid) !== 0 ? uid : NO_ID, (toSet & SET.gid) !== 0 ? gid : NO_ID)
+        }
+        if ((toSet & SET.size) !== 0) {
+          if (fh >= 0) overlay.ftruncate(fh, size)
+          else await overlay.truncate(named(), size)
+        }
+        if ((toSet & (SET.atime | SET.mtime)) !== 0) {
+          const time = (set: number, now: number, s: number, ns: number): Timespec =>
+            (toSet & now) !== 0 ? [0, UTIME_NOW] : (toSet & set) !== 0 ? [s, ns] : [0, UTIME_OMIT]
+          await overlay.utimens(named(), time(SET.atime, SET.atimeNow, atime, atimeNs), time(SET.mtime, SET.mtimeNow, mtime, mtimeNs))
+        }
+        const attr = fh >= 0 ? overlay.fgetattr(path ?? null, fh) : overlay.getattr(named())
+        nodes.saw(node, attr)
+        return attr
+      }, attr => session().attr(req, attr, timeout(attr)))
+    },
+    readlink (req, id) {
+      attempt(req, { op: 'readlink' }, () => overlay.readlink(pathOf(id)), target => session().readlink(req, target))
+    },
+    mknod (req, parent, name, mode, rdev) {
+      const who = session().caller()
+      make(req, 'mknod', parent, name, async path => await overlay.mknod(path, mode, rdev, who))
+    },
+    mkdir (req, parent, name, mode) {
+      const who = session().caller()
+      make(req, 'mkdir', parent, name, async path => await overlay.mkdir(path, mode, who))
+    },
+    symlink (req, parent, name, target) {
+      const who = session().caller()
+      make(req, 'symlink', parent, name, async path => await overlay.symlink(target, path, who))
+    },
+    link (req, id, newParent, newName) {
+      // The new name is a node of its own, so the kernel would keep the old name's link count:
+      // it forgets those attributes first.
+      make(req, 'link', newParent, newName, async path => {
+        await overlay.link(pathOf(id), path)
+        session().invalidateAttr(id)
+      })
+    },
+    unlink (req, parent, name) {
+      const at: Where = { op: 'unlink' }
+      attempt(req, at, async () => {
+        const path = at.path = childPathOf(parent, name)
+        const node = nodes.child(nodeOf(parent), name)
+        if (node !== undefined && node.opens > 0) {
+          await hide(node, path)
+          return
+        }
+        await overlay.unlink(path)
+        if (node !== undefined) nodes.detach(node)
+      }, () => session().ok(req))
+    },
+    rmdir (req, parent, name) {
+      const at: Where = { op: 'rmdir' }
+      attempt(req, at, async () => {
+        const path = at.path = childPathOf(parent, name)
+        await overlay.rmdir(path)
+        const node = nodes.child(nodeOf(parent), name)
+        if (node !== undefined) nodes.detach(node)
+      }, () => session().ok(req))
+    },
+    rename (req, parent, name, newParent, newName) {
+      const at: Where = { op: 'rename' }
+      attempt(req, at, async () => {
+        const path = at.path = childPathOf(parent, name)
+        const dst = childPathOf(newParent, newName)
+        const from = nodeOf(parent)
+        const to = nodeOf(newParent)
+        const replaced = nodes.child(to, newName)
+        if (replaced !== undefined && replaced.opens > 0 && replaced !== nodes.child(from, name)) await hide(replaced, dst)
+        await overlay.rename(path, dst)
+        const node = nodes.child(from, name)
+        if (node !== undefined) nodes.move(node, to, newName)
+      }, () => session().ok(req))
+    },
+    open (req, id, flags) {
+      const at: Where = { op: 'open' }
+      attempt(req, at, async () => {
+        const path = at.path = pathOf(id)
+        return await overlay.open(path, flags)
+      }, fh => {
+        const node = nodeOf(id)
+        node.opens++
+        // As libfuse's kernel_cache (read-only stacks) and auto_cache (writable ones).
+        const keep = overlay.readOnly || node.cacheValid
+        node.cacheValid = true
+        session().open(req, fh, keep ? KEEP_CACHE : 0)
+      })
+    },
+    create (req, parent, name, mode, flags) {
+      const who = session().caller()
+      const at: Where = { op: 'create' }
+      attempt(req, at, async () => {
+        const path = at.path = childPathOf(parent, name)
+        const fh = await overlay.create(path, mode, flags, who)
+        try {
+          return { fh, attr: overlay.fgetattr(path, fh) }
+        } catch (err) {
+          overlay.release(fh)
+          throw err
+        }
+      }, ({ fh, attr }) => {
+        const node = nodes.add(nodeOf(parent), name)
+        node.lookups++
+        node.opens++
+        nodes.saw(node, attr)
+        node.cacheValid = true
+        session().create(req, node.id, attr, timeout(attr), fh, overlay.readOnly ? KEEP_CACHE : 0)
+      })
+    },
+    read (req, _id, size, offset, fh) {
+      const buf = readBuffers.pop() ?? Buffer.allocUnsafeSlow(MAX_READ)
+      attempt(req, { op: 'read' }, () => overlay.read(fh, buf, Math.min(size, MAX_READ), offset), n => {
+        session().buf(req, buf, n)
+        readBuffers.push(buf)
+      })
+    },
+    write (req, _id, data, offset, fh) {
+      attempt(req, { op: 'write' }, () => overlay.write(fh, data, data.length, offset), n => session().written(req, n))
+    },
+    release (req, id, fh) {
+      const at: Where = { op: 'release' }
+      attempt(req, at, async () => {
+        overlay.release(fh)
+        const node = nodes.get(id)
+        if (node === undefined) return
+        node.opens--
+        if (node.opens > 0 || !node.hidden) return
+        node.hidden = false
+        const path = at.path = nodes.path(node)
+        nodes.detach(node)
+        if (path !== undefined) await overlay.unlink(path)
+      }, () => session().ok(req))
+    },
+    fsync (req, _id, datasync, fh) {
+      attempt(req, { op: 'fsync' }, async () => await overlay.fsync(fh, datasync !== 0), () => session().ok(req))
+    },
+    opendir (req, id) {
+      attempt(req, { op: 'opendir' }, () => nodeOf(id), node => {
+        const fh = nextDirHandle++
+        dirs.set(fh, { node })
+        session().open(req, fh, 0)
+      })
+    },
+    readdir (req, _id, size, offset, fh) {
+      const at: Where = { op: 'readdir' }
+      attempt(req, at, () => {
+        const dir = dirs.get(fh)
+        if (dir === undefined) throw new StrataError('EBADF', `no open directory ${fh}`)
+        // As libfuse: offset 0 (a new listing or a rewind) reads the directory again.
+        if (offset === 0 || dir.listing === undefined) {
+          const path = at.path = nodes.path(dir.node)
+          if (path === undefined) throw new StrataError('ENOENT', 'the directory is gone')
+          dir.listing = direntBuffer(overlay.readdir(path))
+        }
+        return direntSlice(dir.listing, offset, size)
+      }, slice => session().buf(req, slice))
+    },
+    releasedir (req, _id, fh) {
+      dirs.delete(fh)
+      session().ok(req)
+    },
+    statfs (req) {
+      attempt(req, { op: 'statfs' }, () => overlay.statfs(), st => session().statfs(req, st))
+    },
+    setxattr (req, id, name, value, flags) {
+      const at: Where = { op: 'setxattr' }
+      attempt(req, at, async () => {
+        const path = at.path = pathOf(id)
+        await overlay.setxattr(path, name, value, flags)
+      }, () => session().ok(req))
+    },
+    getxattr (req, id, name, size) {
+      const at: Where = { op: 'getxattr' }
+      attempt(req, at, () => {
+        const path = at.path = pathOf(id)
+        return overlay.getxattr(path, name)
+      }, value => {
+        if (value === undefined) session().err(req, ENODATA)
+        else xattrReply(req, size, value)
+      })
+    },
+    listxattr (req, id, size) {
+      attempt(req, { op: 'listxattr' }, () => overlay.listxattr(pathOf(id)),
+        names => xattrReply(req, size, Buffer.from(names.map(n => n + '\0').join(''), 'utf8')))
+    },
+    removexattr (req, id, name) {
+      const at: Where = { op: 'removexattr' }
+      attempt(req, at, async () => {
+        const path = at.path = pathOf(id)
+        await overlay.removexattr(path, name)
+      }, () => session().ok(req))
+    }
   }
 }
+

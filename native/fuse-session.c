@@ -1,0 +1,649 @@
+/*
+ * A FUSE session served on Node's own thread through libfuse 2's low-level API.
+ *
+ * The kernel's request is read where libuv says /dev/fuse is readable and handed to JS in the
+ * same turn; JS answers with the reply functions below, at once or later. No thread sits between
+ * the kernel and JS, so a request costs one wake-up, not three (libfuse thread, JS thread, libfuse
+ * thread again).
+ */
+#define FUSE_USE_VERSION 29
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <fuse_lowlevel.h>
+#include <node_api.h>
+#include <uv.h>
+
+/* JS reads and writes attributes, the caller and statfs answers through one shared Float64Array. */
+enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_RDEV, A_SIZE, A_BLOCKS, A_BLKSIZE,
+       A_ATIME, A_ATIME_NS, A_MTIME, A_MTIME_NS, A_CTIME, A_CTIME_NS,
+       C_UID = 16, C_GID, C_PID,
+       F_BSIZE = 20, F_FRSIZE, F_BLOCKS, F_BFREE, F_BAVAIL, F_FILES, F_FFREE, F_FAVAIL, F_NAMEMAX,
+       SCRATCH_LEN = 32 };
+
+#define OPS(X) X(init) X(lookup) X(forget) X(getattr) X(setattr) X(readlink) X(mknod) X(mkdir) \
+  X(unlink) X(rmdir) X(symlink) X(rename) X(link) X(open) X(read) X(write) X(release) X(fsync) \
+  X(opendir) X(readdir) X(releasedir) X(statfs) X(setxattr) X(getxattr) X(listxattr) \
+  X(removexattr) X(create) X(exit)
+#define OP_ENUM(name) OP_##name,
+#define OP_NAME(name) #name,
+enum { OPS(OP_ENUM) OP_COUNT };
+static const char *op_names[] = { OPS(OP_NAME) };
+
+typedef struct {
+  napi_env env;
+  napi_ref handlers[OP_COUNT];
+  napi_ref scratch_ref;
+  napi_ref resource;
+  napi_async_context async;
+  double *scratch;
+  struct fuse_session *se;
+  struct fuse_chan *ch;
+  char *mountpoint;
+  char *buf;
+  size_t bufsize;
+  uv_poll_t poll;
+  int polling;
+} session_t;
+
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, #call " failed"); return NULL; } } while (0)
+
+static napi_value num (napi_env env, double v) {
+  napi_value r;
+  napi_create_double(env, v, &r);
+  return r;
+}
+
+static napi_value str (napi_env env, const char *s) {
+  napi_value r;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
+static napi_value bytes (napi_env env, const char *data, size_t len) {
+  napi_value r;
+  void *copy;
+  napi_create_buffer_copy(env, len, data, &copy, &r);
+  return r;
+}
+
+/* Pointers are below 2^53 on every 64-bit Linux, so a request crosses as a plain number. */
+static napi_value req_value (napi_env env, fuse_req_t req) {
+  return num(env, (double)(uintptr_t)req);
+}
+
+static double fh_of (struct fuse_file_info *fi) {
+  return fi == NULL ? -1 : (double)fi->fh;
+}
+
+/* Calls the JS handler of an op; each runs in its own handle scope so a burst frees as it goes. */
+static void call (session_t *s, int op, fuse_req_t req, size_t argc, napi_value *argv) {
+  napi_env env = s->env;
+  napi_value fn, undefined, result;
+  if (req != NULL) {
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    s->scratch[C_UID] = ctx->uid;
+    s->scratch[C_GID] = ctx->gid;
+    s->scratch[C_PID] = ctx->pid;
+  }
+  napi_get_reference_value(env, s->handlers[op], &fn);
+  napi_get_undefined(env, &undefined);
+  if (napi_call_function(env, undefined, fn, argc, argv, &result) == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+}
+
+#define SESSION session_t *s = fuse_req_userdata(req); napi_env env = s->env; \
+  napi_handle_scope scope; napi_open_handle_scope(env, &scope)
+#define CALL(op, ...) do { napi_value argv[] = { req_value(env, req), __VA_ARGS__ }; \
+  call(s, OP_##op, req, sizeof argv / sizeof argv[0], argv); napi_close_handle_scope(env, scope); } while (0)
+
+static void ll_init (void *data, struct fuse_conn_info *conn) {
+  session_t *s = data;
+  napi_handle_scope scope;
+  napi_open_handle_scope(s->env, &scope);
+  call(s, OP_init, NULL, 0, NULL);
+  napi_close_handle_scope(s->env, scope);
+}
+
+static void ll_lookup (fuse_req_t req, fuse_ino_t parent, const char *name) {
+  SESSION;
+  CALL(lookup, num(env, parent), str(env, name));
+}
+
+static void forget_one (session_t *s, fuse_ino_t ino, uint64_t nlookup) {
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value argv[] = { num(env, ino), num(env, nlookup) };
+  call(s, OP_forget, NULL, 2, argv);
+  napi_close_handle_scope(env, scope);
+}
+
+static void ll_forget (fuse_req_t req, fuse_ino_t ino, unsigned long nlookup) {
+  forget_one(fuse_req_userdata(req), ino, nlookup);
+  fuse_reply_none(req);
+}
+
+static void ll_forget_multi (fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  for (size_t i = 0; i < count; i++) forget_one(fuse_req_userdata(req), forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+static void ll_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(getattr, num(env, ino), num(env, fh_of(fi)));
+}
+
+static void ll_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(setattr, num(env, ino), num(env, to_set), num(env, attr->st_mode), num(env, attr->st_uid),
+       num(env, attr->st_gid), num(env, attr->st_size), num(env, attr->st_atim.tv_sec),
+       num(env, attr->st_atim.tv_nsec), num(env, attr->st_mtim.tv_sec), num(env, attr->st_mtim.tv_nsec),
+       num(env, fh_of(fi)));
+}
+
+static void ll_readlink (fuse_req_t req, fuse_ino_t ino) {
+  SESSION;
+  CALL(readlink, num(env, ino));
+}
+
+static void ll_mknod (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  SESSION;
+  CALL(mknod, num(env, parent), str(env, name), num(env, mode), num(env, rdev));
+}
+
+static void ll_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  SESSION;
+  CALL(mkdir, num(env, parent), str(env, name), num(env, mode));
+}
+
+static void ll_unlink (fuse_req_t req, fuse_ino_t parent, const char *name) {
+  SESSION;
+  CALL(unlink, num(env, parent), str(env, name));
+}
+
+static void ll_rmdir (fuse_req_t req, fuse_ino_t parent, const char *name) {
+  SESSION;
+  CALL(rmdir, num(env, parent), str(env, name));
+}
+
+static void ll_symlink (fuse_req_t req, const char *target, fuse_ino_t parent, const char *name) {
+  SESSION;
+  CALL(symlink, num(env, parent), str(env, name), str(env, target));
+}
+
+static void ll_rename (fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname) {
+  SESSION;
+  CALL(rename, num(env, parent), str(env, name), num(env, newparent), str(env, newname));
+}
+
+static void ll_link (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  SESSION;
+  CALL(link, num(env, ino), num(env, newparent), str(env, newname));
+}
+
+static void ll_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(open, num(env, ino), num(env, fi->flags));
+}
+
+static void ll_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(read, num(env, ino), num(env, size), num(env, off), num(env, fi->fh));
+}
+
+/* The data is copied: the receive buffer is reused by the next request, the JS side may not be. */
+static void ll_write (fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(write, num(env, ino), bytes(env, data, size), num(env, off), num(env, fi->fh));
+}
+
+static void ll_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(release, num(env, ino), num(env, fi->fh));
+}
+
+static void ll_fsync (fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(fsync, num(env, ino), num(env, datasync), num(env, fi->fh));
+}
+
+static void ll_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(opendir, num(env, ino));
+}
+
+static void ll_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(readdir, num(env, ino), num(env, size), num(env, off), num(env, fi->fh));
+}
+
+static void ll_releasedir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(releasedir, num(env, ino), num(env, fi->fh));
+}
+
+static void ll_statfs (fuse_req_t req, fuse_ino_t ino) {
+  SESSION;
+  CALL(statfs, num(env, ino));
+}
+
+static void ll_setxattr (fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
+  SESSION;
+  CALL(setxattr, num(env, ino), str(env, name), bytes(env, value, size), num(env, flags));
+}
+
+static void ll_getxattr (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  SESSION;
+  CALL(getxattr, num(env, ino), str(env, name), num(env, size));
+}
+
+static void ll_listxattr (fuse_req_t req, fuse_ino_t ino, size_t size) {
+  SESSION;
+  CALL(listxattr, num(env, ino), num(env, size));
+}
+
+static void ll_removexattr (fuse_req_t req, fuse_ino_t ino, const char *name) {
+  SESSION;
+  CALL(removexattr, num(env, ino), str(env, name));
+}
+
+static void ll_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(create, num(env, parent), str(env, name), num(env, mode), num(env, fi->flags));
+}
+
+static const struct fuse_lowlevel_ops ll_ops = {
+  .init = ll_init,
+  .lookup = ll_lookup,
+  .forget = ll_forget,
+  .forget_multi = ll_forget_multi,
+  .getattr = ll_getattr,
+  .setattr = ll_setattr,
+  .readlink = ll_readlink,
+  .mknod = ll_mknod,
+  .mkdir = ll_mkdir,
+  .unlink = ll_unlink,
+  .rmdir = ll_rmdir,
+  .symlink = ll_symlink,
+  .rename = ll_rename,
+  .link = ll_link,
+  .open = ll_open,
+  .read = ll_read,
+  .write = ll_write,
+  .release = ll_release,
+  .fsync = ll_fsync,
+  .opendir = ll_opendir,
+  .readdir = ll_readdir,
+  .releasedir = ll_releasedir,
+  .statfs = ll_statfs,
+  .setxattr = ll_setxattr,
+  .getxattr = ll_getxattr,
+  .listxattr = ll_listxattr,
+  .removexattr = ll_removexattr,
+  .create = ll_create,
+};
+
+static void stop_polling (session_t *s) {
+  if (!s->polling) return;
+  s->polling = 0;
+  uv_poll_stop(&s->poll);
+}
+
+/*
+ * Everything the kernel has queued is served in one turn, inside one callback scope so promise
+ * jobs the handlers started run before libuv polls again.
+ */
+static void on_readable (uv_poll_t *handle, int status, int events) {
+  session_t *s = handle->data;
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  napi_callback_scope cb_scope;
+  napi_value resource;
+  int ended = 0;
+  napi_open_handle_scope(env, &scope);
+  napi_get_reference_value(env, s->resource, &resource);
+  napi_open_callback_scope(env, resource, s->async, &cb_scope);
+  for (int i = 0; i < 256 && s->polling; i++) {
+    struct fuse_chan *ch = s->ch;
+    int res = fuse_chan_recv(&ch, s->buf, s->bufsize);
+    if (res == -EINTR) continue;
+    if (res == -EAGAIN) break;
+    if (res <= 0 || fuse_session_exited(s->se)) {
+      ended = 1;
+      break;
+    }
+    fuse_session_process(s->se, s->buf, res, ch);
+  }
+  if (ended) {
+    stop_polling(s);
+    call(s, OP_exit, NULL, 0, NULL);
+  }
+  napi_close_callback_scope(env, cb_scope);
+  napi_close_handle_scope(env, scope);
+}
+
+static void free_session (uv_handle_t *handle) {
+  session_t *s = handle->data;
+  free(s->buf);
+  free(s->mountpoint);
+  free(s);
+}
+
+static int get_args (napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, "missing arguments");
+    return 0;
+  }
+  return 1;
+}
+
+static char *get_string (napi_env env, napi_value v) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
+  char *out = malloc(len + 1);
+  napi_get_value_string_utf8(env, v, out, len + 1, &len);
+  return out;
+}
+
+static void fuse_args_of (struct fuse_args *args, char *opts) {
+  memset(args, 0, sizeof *args);
+  fuse_opt_add_arg(args, "stratafs");
+  if (opts[0] != '\0') {
+    fuse_opt_add_arg(args, "-o");
+    fuse_opt_add_arg(args, opts);
+  }
+}
+
+/* mount(mountpoint, mountOptions, sessionOptions, handlers, scratch) → session */
+static napi_value mount (napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  session_t *s = calloc(1, sizeof *s);
+  s->env = env;
+  s->mountpoint = get_string(env, argv[0]);
+  char *mount_opts = get_string(env, argv[1]);
+  char *session_opts = get_string(env, argv[2]);
+  size_t scratch_len;
+  napi_typedarray_type type;
+  CHECK(napi_get_typedarray_info(env, argv[4], &type, &scratch_len, (void **)&s->scratch, NULL, NULL));
+  if (type != napi_float64_array || scratch_len < SCRATCH_LEN) {
+    napi_throw_type_error(env, NULL, "scratch must be a Float64Array of 32");
+    return NULL;
+  }
+  CHECK(napi_create_reference(env, argv[4], 1, &s->scratch_ref));
+  for (int i = 0; i < OP_COUNT; i++) {
+    napi_value fn;
+    napi_valuetype t;
+    CHECK(napi_get_named_property(env, argv[3], op_names[i], &fn));
+    CHECK(napi_typeof(env, fn, &t));
+    if (t != napi_function) {
+      napi_throw_type_error(env, NULL, op_names[i]);
+      return NULL;
+    }
+    CHECK(napi_create_reference(env, fn, 1, &s->handlers[i]));
+  }
+  CHECK(napi_create_reference(env, argv[3], 1, &s->resource));
+  CHECK(napi_async_init(env, argv[3], str(env, "stratafs:fuse"), &s->async));
+
+  struct fuse_args margs, sargs;
+  fuse_args_of(&margs, mount_opts);
+  fuse_args_of(&sargs, session_opts);
+  s->ch = fuse_mount(s->mountpoint, &margs);
+  int mount_errno = errno;
+  fuse_opt_free_args(&margs);
+  free(mount_opts);
+  if (s->ch != NULL) s->se = fuse_lowlevel_new(&sargs, &ll_ops, sizeof ll_ops, s);
+  fuse_opt_free_args(&sargs);
+  free(session_opts);
+  if (s->se == NULL) {
+    if (s->ch != NULL) fuse_unmount(s->mountpoint, s->ch);
+    napi_value err, code;
+    napi_create_error(env, NULL, str(env, s->ch == NULL ? "the kernel refused the mount" : "libfuse refused the options"), &err);
+    napi_create_int32(env, s->ch == NULL ? mount_errno : EINVAL, &code);
+    napi_set_named_property(env, err, "errno", code);
+    napi_throw(env, err);
+    return NULL;
+  }
+  fuse_session_add_chan(s->se, s->ch);
+  int fd = fuse_chan_fd(s->ch);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  s->bufsize = fuse_chan_bufsize(s->ch);
+  s->buf = malloc(s->bufsize);
+  uv_loop_t *loop;
+  napi_get_uv_event_loop(env, &loop);
+  uv_poll_init(loop, &s->poll, fd);
+  s->poll.data = s;
+  s->polling = 1;
+  uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  napi_value out;
+  CHECK(napi_create_external(env, s, NULL, NULL, &out));
+  return out;
+}
+
+static session_t *session_of (napi_env env, napi_value v) {
+  session_t *s = NULL;
+  napi_get_value_external(env, v, (void **)&s);
+  return s;
+}
+
+/* unmount(session): detaches the mount (as fusermount -uz), ends the session; once only. */
+static napi_value unmount (napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  session_t *s = session_of(env, argv[0]);
+  if (s == NULL || s->se == NULL) return NULL;
+  stop_polling(s);
+  fuse_session_remove_chan(s->ch);
+  fuse_unmount(s->mountpoint, s->ch);
+  fuse_session_destroy(s->se);
+  s->se = NULL;
+  for (int i = 0; i < OP_COUNT; i++) napi_delete_reference(env, s->handlers[i]);
+  napi_delete_reference(env, s->scratch_ref);
+  napi_delete_reference(env, s->resource);
+  napi_async_destroy(env, s->async);
+  uv_close((uv_handle_t *)&s->poll, free_session);
+  return NULL;
+}
+
+/* invalidateAttr(session, node): the kernel drops the attributes it caches for a node. */
+static napi_value invalidate_attr (napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  session_t *s = session_of(env, argv[0]);
+  double node = 0;
+  napi_get_value_double(env, argv[1], &node);
+  if (s != NULL && s->se != NULL) fuse_lowlevel_notify_inval_inode(s->ch, (fuse_ino_t)node, -1, 0);
+  return NULL;
+}
+
+static fuse_req_t req_arg (napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return (fuse_req_t)(uintptr_t)d;
+}
+
+static double num_arg (napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d;
+}
+
+static session_t *session_of_req (fuse_req_t req) {
+  return fuse_req_userdata(req);
+}
+
+static void attr_of (const double *a, struct stat *st) {
+  memset(st, 0, sizeof *st);
+  st->st_ino = (ino_t)a[A_INO];
+  st->st_mode = (mode_t)a[A_MODE];
+  st->st_nlink = (nlink_t)a[A_NLINK];
+  st->st_uid = (uid_t)a[A_UID];
+  st->st_gid = (gid_t)a[A_GID];
+  st->st_rdev = (dev_t)a[A_RDEV];
+  st->st_size = (off_t)a[A_SIZE];
+  st->st_blocks = (blkcnt_t)a[A_BLOCKS];
+  st->st_blksize = (blksize_t)a[A_BLKSIZE];
+  st->st_atim.tv_sec = (time_t)a[A_ATIME];
+  st->st_atim.tv_nsec = (long)a[A_ATIME_NS];
+  st->st_mtim.tv_sec = (time_t)a[A_MTIME];
+  st->st_mtim.tv_nsec = (long)a[A_MTIME_NS];
+  st->st_ctim.tv_sec = (time_t)a[A_CTIME];
+  st->st_ctim.tv_nsec = (long)a[A_CTIME_NS];
+}
+
+/* An entry from the scratch attributes; node 0 is a negative entry the kernel keeps for entry_timeout. */
+static void entry_of (napi_env env, napi_value *argv, struct fuse_entry_param *e) {
+  fuse_req_t req = req_arg(env, argv[0]);
+  memset(e, 0, sizeof *e);
+  e->ino = (fuse_ino_t)num_arg(env, argv[1]);
+  e->generation = 1;
+  e->entry_timeout = num_arg(env, argv[2]);
+  e->attr_timeout = num_arg(env, argv[3]);
+  if (e->ino != 0) attr_of(session_of_req(req)->scratch, &e->attr);
+}
+
+/* Open flags crossing from JS: bit 0 direct_io, bit 1 keep_cache. */
+static void file_info_of (double fh, double flags, struct fuse_file_info *fi) {
+  memset(fi, 0, sizeof *fi);
+  fi->fh = (uint64_t)fh;
+  fi->direct_io = ((int)flags & 1) != 0;
+  fi->keep_cache = ((int)flags & 2) != 0;
+}
+
+static napi_value reply_err (napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  fuse_reply_err(req_arg(env, argv[0]), (int)num_arg(env, argv[1]));
+  return NULL;
+}
+
+/* replyEntry(req, node, entryTimeout, attrTimeout) */
+static napi_value reply_entry (napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  struct fuse_entry_param e;
+  entry_of(env, argv, &e);
+  fuse_reply_entry(req_arg(env, argv[0]), &e);
+  return NULL;
+}
+
+/* replyCreate(req, node, entryTimeout, attrTimeout, fh, openFlags) */
+static napi_value reply_create (napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv)) return NULL;
+  struct fuse_entry_param e;
+  struct fuse_file_info fi;
+  entry_of(env, argv, &e);
+  file_info_of(num_arg(env, argv[4]), num_arg(env, argv[5]), &fi);
+  fuse_reply_create(req_arg(env, argv[0]), &e, &fi);
+  return NULL;
+}
+
+/* replyAttr(req, attrTimeout) */
+static napi_value reply_attr (napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  fuse_req_t req = req_arg(env, argv[0]);
+  struct stat st;
+  attr_of(session_of_req(req)->scratch, &st);
+  fuse_reply_attr(req, &st, num_arg(env, argv[1]));
+  return NULL;
+}
+
+/* replyOpen(req, fh, openFlags) */
+static napi_value reply_open (napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  struct fuse_file_info fi;
+  file_info_of(num_arg(env, argv[1]), num_arg(env, argv[2]), &fi);
+  fuse_reply_open(req_arg(env, argv[0]), &fi);
+  return NULL;
+}
+
+/* replyBuf(req, bytes, length) */
+static napi_value reply_buf (napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  void *data;
+  size_t len;
+  CHECK(napi_get_buffer_info(env, argv[1], &data, &len));
+  size_t want = (size_t)num_arg(env, argv[2]);
+  fuse_reply_buf(req_arg(env, argv[0]), data, want < len ? want : len);
+  return NULL;
+}
+
+static napi_value reply_write (napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  fuse_reply_write(req_arg(env, argv[0]), (size_t)num_arg(env, argv[1]));
+  return NULL;
+}
+
+static napi_value reply_readlink (napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  char *target = get_string(env, argv[1]);
+  fuse_reply_readlink(req_arg(env, argv[0]), target);
+  free(target);
+  return NULL;
+}
+
+static napi_value reply_xattr (napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  fuse_reply_xattr(req_arg(env, argv[0]), (size_t)num_arg(env, argv[1]));
+  return NULL;
+}
+
+static napi_value reply_statfs (napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  fuse_req_t req = req_arg(env, argv[0]);
+  const double *f = session_of_req(req)->scratch;
+  struct statvfs st;
+  memset(&st, 0, sizeof st);
+  st.f_bsize = (unsigned long)f[F_BSIZE];
+  st.f_frsize = (unsigned long)f[F_FRSIZE];
+  st.f_blocks = (fsblkcnt_t)f[F_BLOCKS];
+  st.f_bfree = (fsblkcnt_t)f[F_BFREE];
+  st.f_bavail = (fsblkcnt_t)f[F_BAVAIL];
+  st.f_files = (fsfilcnt_t)f[F_FILES];
+  st.f_ffree = (fsfilcnt_t)f[F_FFREE];
+  st.f_favail = (fsfilcnt_t)f[F_FAVAIL];
+  st.f_namemax = (unsigned long)f[F_NAMEMAX];
+  fuse_reply_statfs(req, &st);
+  return NULL;
+}
+
+#define EXPORT(name, fn) do { napi_value v; napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &v); \
+  napi_set_named_property(env, exports, name, v); } while (0)
+
+static napi_value init_module (napi_env env, napi_value exports) {
+  EXPORT("mount", mount);
+  EXPORT("unmount", unmount);
+  EXPORT("invalidateAttr", invalidate_attr);
+  EXPORT("replyErr", reply_err);
+  EXPORT("replyEntry", reply_entry);
+  EXPORT("replyCreate", reply_create);
+  EXPORT("replyAttr", reply_attr);
+  EXPORT("replyOpen", reply_open);
+  EXPORT("replyBuf", reply_buf);
+  EXPORT("replyWrite", reply_write);
+  EXPORT("replyReadlink", reply_readlink);
+  EXPORT("replyXattr", reply_xattr);
+  EXPORT("replyStatfs", reply_statfs);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init_module)

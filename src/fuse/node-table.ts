@@ -1,0 +1,133 @@
+import type { Attr } from '../overlay/attr.js'
+
+export const ROOT_ID = 1
+
+/** What the kernel knows as one inode: a name in a directory, as libfuse's high-level API keeps it. */
+export interface Node {
+  readonly id: number
+  parent: Node | undefined
+  name: string
+  /** False once the name is gone (unlinked, replaced by a rename): no path reaches it. */
+  attached: boolean
+  /** Lookups the kernel has not yet forgotten. */
+  lookups: number
+  /** Files open through it; a name removed while open is hidden instead (see operations.ts). */
+  opens: number
+  /** It lives under a `.fuse_hidden*` name until its last close. */
+  hidden: boolean
+  /**
+   * The kernel may keep the pages it holds for this file at the next open: nothing seen since the
+   * last open changed its mtime or size (libfuse's auto_cache).
+   */
+  cacheValid: boolean
+  mtime: number
+  mtimeNs: number
+  size: number
+}
+
+/**
+ * The kernel's node ids ↔ paths. A node is found by its parent and name; its path is rebuilt from
+ * its parents, so renaming a directory moves everything under it at no cost.
+ */
+export class NodeTable {
+  private readonly byId = new Map<number, Node>()
+  private readonly byName = new Map<string, Node>()
+  private nextId = ROOT_ID + 1
+  private hiddenCount = 0
+
+  constructor () {
+    this.byId.set(ROOT_ID, newNode(ROOT_ID, undefined, ''))
+  }
+
+  get (id: number): Node | undefined {
+    return this.byId.get(id)
+  }
+
+  child (parent: Node, name: string): Node | undefined {
+    return this.byName.get(key(parent, name))
+  }
+
+  /** The node of a name, made if the kernel has none yet. */
+  add (parent: Node, name: string): Node {
+    const k = key(parent, name)
+    let node = this.byName.get(k)
+    if (node === undefined) {
+      node = newNode(this.nextId++, parent, name)
+      this.byId.set(node.id, node)
+      this.byName.set(k, node)
+    }
+    return node
+  }
+
+  /** undefined for a node whose name is gone. */
+  path (node: Node): string | undefined {
+    if (node.id === ROOT_ID) return '/'
+    let path = ''
+    for (let n: Node | undefined = node; n !== undefined && n.id !== ROOT_ID; n = n.parent) {
+      if (!n.attached) return undefined
+      path = '/' + n.name + path
+    }
+    return path
+  }
+
+  childPath (parent: Node, name: string): string | undefined {
+    const dir = this.path(parent)
+    if (dir === undefined) return undefined
+    return dir === '/' ? '/' + name : dir + '/' + name
+  }
+
+  forget (id: number, lookups: number): void {
+    const node = this.byId.get(id)
+    if (node === undefined || id === ROOT_ID) return
+    node.lookups -= lookups
+    if (node.lookups > 0) return
+    this.byId.delete(id)
+    this.detach(node)
+  }
+
+  /** The name is gone; the node lives on for the kernel until forgotten. */
+  detach (node: Node): void {
+    if (!node.attached) return
+    node.attached = false
+    const k = key(node.parent!, node.name)
+    if (this.byName.get(k) === node) this.byName.delete(k)
+  }
+
+  /** A rename: whatever had the new name loses it. */
+  move (node: Node, parent: Node, name: string): void {
+    const replaced = this.child(parent, name)
+    if (replaced !== undefined && replaced !== node) this.detach(replaced)
+    this.detach(node)
+    node.parent = parent
+    node.name = name
+    node.attached = true
+    this.byName.set(key(parent, name), node)
+  }
+
+  /** A name no one uses, for a file removed while open (libfuse's own pattern). */
+  hiddenName (node: Node): string {
+    return `.fuse_hidden${hex(node.id)}${hex(++this.hiddenCount)}`
+  }
+
+  /** Notes what an answer said of a node; a changed mtime or size means its cached pages are stale. */
+  saw (node: Node, attr: Attr): void {
+    if (node.mtime !== attr.mtime[0] || node.mtimeNs !== attr.mtime[1] || node.size !== attr.size) {
+      node.cacheValid = false
+      node.mtime = attr.mtime[0]
+      node.mtimeNs = attr.mtime[1]
+      node.size = attr.size
+    }
+  }
+}
+
+function key (parent: Node, name: string): string {
+  return `${parent.id}/${name}`
+}
+
+function hex (n: number): string {
+  return (n % 2 ** 32).toString(16).padStart(8, '0')
+}
+
+function newNode (id: number, parent: Node | undefined, name: string): Node {
+  return { id, parent, name, attached: true, lookups: 0, opens: 0, hidden: false, cacheValid: false, mtime: -1, mtimeNs: -1, size: -1 }
+}
