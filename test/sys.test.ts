@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { errorCode } from '../src/errors.js'
 import {
   copyData, fgetxattr, flistxattr, fremovexattr, fsetxattr, fstat, futimens, lgetxattr, llistxattr, preadCached,
-  lremovexattr, lsetxattr, lstat, lutimens, makedev, major, minor, mknod, renameat2,
+  lremovexattr, lsetxattr, lstat, lutimens, makedev, major, minor, mknod, renameat2, truncate,
   RENAME_NOREPLACE, RENAME_WHITEOUT, UTIME_NOW, UTIME_OMIT, XATTR_CREATE
 } from '../src/sys/index.js'
 
@@ -133,6 +133,17 @@ t.test('renameat2', async t => {
   t.equal(wh.mode & S_IFMT, S_IFCHR, 'a whiteout is left at the source')
   t.equal(wh.rdev, 0)
   t.equal(readFileSync(join(dir, 'moved'), 'utf8'), 'C')
+})
+
+t.test('truncate by path: grows with a hole, shrinks, and says ENOENT', async t => {
+  const dir = t.testdir({ f: 'hello' })
+  const f = join(dir, 'f')
+  truncate(f, 2 ** 33)
+  t.equal(statSync(f).size, 2 ** 33, 'past 2^32')
+  t.ok(statSync(f).blocks < 64, 'no data written')
+  truncate(f, 2)
+  t.equal(readFileSync(f, 'utf8'), 'he')
+  t.equal(errorCode(t.throws(() => truncate(join(dir, 'none'), 1))), 'ENOENT')
 })
 
 t.test('copyData keeps holes and content', async t => {

@@ -154,12 +154,8 @@ export class CopyUp {
     try {
       if (type === S_IFREG && need === 'meta') {
         // The kernel's metacopy format: the full size, no data, the marker xattr.
-        const fd = fs.openSync(tmp, flags, 0o600)
-        try {
-          fs.ftruncateSync(fd, entry.attr.size)
-        } finally {
-          fs.closeSync(fd)
-        }
+        if (spare?.made === false) fs.closeSync(fs.openSync(tmp, flags, 0o600))
+        sys.truncate(tmp, entry.attr.size)
         sys.lsetxattr(tmp, METACOPY_XATTR, Buffer.alloc(0))
       } else if (type === S_IFREG) {
         if (need === 'data' && entry.attr.size > 0) {

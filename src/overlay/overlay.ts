@@ -264,7 +264,7 @@ export class Overlay {
   }
 
   async truncate (path: string, size: number): Promise<void> {
-    fs.truncateSync(await this.modify(path, size > 0 ? 'data' : 'none'), size)
+    sys.truncate(await this.modify(path, size > 0 ? 'data' : 'none'), size)
   }
 
   async chmod (path: string, mode: number): Promise<void> {
