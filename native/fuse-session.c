@@ -300,8 +300,9 @@ static void stop_polling (session_t *s) {
 }
 
 /*
- * Everything the kernel has queued is served in one turn, inside one callback scope so promise
- * jobs the handlers started run before libuv polls again.
+ * One request per wake-up: reading on until EAGAIN would cost a syscall per request, and libuv
+ * comes straight back while more are queued. The callback scope runs the promise jobs the
+ * handler started before libuv polls again.
  */
 static void on_readable (uv_poll_t *handle, int status, int events) {
   session_t *s = handle->data;
@@ -313,16 +314,14 @@ static void on_readable (uv_poll_t *handle, int status, int events) {
   napi_open_handle_scope(env, &scope);
   napi_get_reference_value(env, s->resource, &resource);
   napi_open_callback_scope(env, resource, s->async, &cb_scope);
-  for (int i = 0; i < 256 && s->polling; i++) {
+  for (;;) {
     struct fuse_chan *ch = s->ch;
     int res = fuse_chan_recv(&ch, s->buf, s->bufsize);
     if (res == -EINTR) continue;
-    if (res == -EAGAIN) break;
-    if (res <= 0 || fuse_session_exited(s->se)) {
-      ended = 1;
-      break;
-    }
-    fuse_session_process(s->se, s->buf, res, ch);
+    if (res <= 0 && res != -EAGAIN) ended = 1;
+    else if (res > 0 && fuse_session_exited(s->se)) ended = 1;
+    else if (res > 0) fuse_session_process(s->se, s->buf, res, ch);
+    break;
   }
   if (ended) {
     stop_polling(s);

@@ -145,6 +145,24 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
     t.equal(lstatSync(join(mnt, 'var/ino-test'), { bigint: true }).ino, before, 'same st_ino after echo x >> f')
   })
 
+  await t.test('a file capability set after writes is seen, and the next write clears it, as on kernel overlayfs', async (t) => {
+    // CAP_NET_RAW, permitted and effective (struct vfs_cap_data, revision 2, little-endian).
+    const cap = '0x0100000200200000000000000000000000000000'
+    const script = [
+      'printf a > var/cap-file', 'printf b >> var/cap-file',
+      `setfattr -n security.capability -v ${cap} var/cap-file`,
+      'getfattr -e hex -n security.capability --only-values var/cap-file | od -An -tx1 | tr -d " \\n"; echo',
+      'printf c >> var/cap-file',
+      'getfattr -n security.capability var/cap-file >/dev/null 2>&1 && echo kept || echo cleared',
+      'cat var/cap-file; echo'
+    ].join('\n')
+    const ours = sh(script, mnt)
+    const kernel = sh(script, kmnt)
+    t.equal(ours.code, 0, ours.out)
+    t.equal(ours.out, kernel.out, 'the same as kernel overlayfs')
+    t.match(ours.out, /^0100000200200000000000000000000000000000\ncleared\nabc$/, 'the write after setcap cleared it')
+  })
+
   await t.test('a file unlinked while open keeps working through its descriptor', async (t) => {
     for (const name of ['var/open-unlink', 'shared/upper-file']) {
       const p = join(mnt, name)

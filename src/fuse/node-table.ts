@@ -20,6 +20,8 @@ export interface Node {
    * last open changed its mtime or size (libfuse's auto_cache).
    */
   cacheValid: boolean
+  /** The inode number of the file, as the last answer about it said. */
+  ino: number
   mtime: number
   mtimeNs: number
   size: number
@@ -111,6 +113,7 @@ export class NodeTable {
 
   /** Notes what an answer said of a node; a changed mtime or size means its cached pages are stale. */
   saw (node: Node, attr: Attr): void {
+    node.ino = attr.ino
     if (node.mtime !== attr.mtime[0] || node.mtimeNs !== attr.mtime[1] || node.size !== attr.size) {
       node.cacheValid = false
       node.mtime = attr.mtime[0]
@@ -129,5 +132,5 @@ function hex (n: number): string {
 }
 
 function newNode (id: number, parent: Node | undefined, name: string): Node {
-  return { id, parent, name, attached: true, lookups: 0, opens: 0, hidden: false, cacheValid: false, mtime: -1, mtimeNs: -1, size: -1 }
+  return { id, parent, name, attached: true, lookups: 0, opens: 0, hidden: false, cacheValid: false, ino: -1, mtime: -1, mtimeNs: -1, size: -1 }
 }

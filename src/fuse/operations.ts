@@ -23,6 +23,12 @@ const UTIME_OMIT = (1 << 30) - 2
 const S_IFMT = 0o170000
 const S_IFDIR = 0o040000
 
+/**
+ * The kernel asks for this before every write, to clear file capabilities (FUSE protocol 7.19 has
+ * no way to take that job over). Almost every file has none.
+ */
+const CAPABILITY = 'security.capability'
+
 /** The largest read the kernel sends (max_read): buffers of this size are reused across reads. */
 const MAX_READ = 128 * 1024
 
@@ -56,6 +62,11 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
   const nodes = new NodeTable()
   const dirs = new Map<number, DirHandle>()
   const readBuffers: Buffer[] = []
+  /**
+   * Inodes known to have no file capability. Capabilities change only through setxattr and
+   * removexattr (the kernel clears them through removexattr too), which forget the inode here.
+   */
+  const noCapability = new Set<number>()
   let nextDirHandle = 1
 
   /** Attributes of files with several names are not cached: see `timeout`. */
@@ -355,6 +366,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     setxattr (req, id, name, value, flags) {
       const at: Where = { op: 'setxattr' }
       attempt(req, at, async () => {
+        noCapability.delete(nodeOf(id).ino)
         const path = at.path = pathOf(id)
         await overlay.setxattr(path, name, value, flags)
       }, () => session().ok(req))
@@ -362,8 +374,12 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     getxattr (req, id, name, size) {
       const at: Where = { op: 'getxattr' }
       attempt(req, at, () => {
+        const node = nodeOf(id)
+        if (name === CAPABILITY && noCapability.has(node.ino)) return undefined
         const path = at.path = pathOf(id)
-        return overlay.getxattr(path, name)
+        const value = overlay.getxattr(path, name)
+        if (name === CAPABILITY && value === undefined) noCapability.add(node.ino)
+        return value
       }, value => {
         if (value === undefined) session().err(req, ENODATA)
         else xattrReply(req, size, value)
@@ -376,6 +392,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     removexattr (req, id, name) {
       const at: Where = { op: 'removexattr' }
       attempt(req, at, async () => {
+        noCapability.delete(nodeOf(id).ino)
         const path = at.path = pathOf(id)
         await overlay.removexattr(path, name)
       }, () => session().ok(req))
