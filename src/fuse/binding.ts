@@ -26,6 +26,7 @@ export interface FuseHandlers {
   link (req: Req, node: number, newParent: number, newName: string): void
   open (req: Req, node: number, flags: number): void
   read (req: Req, node: number, size: number, offset: number, fh: number): void
+  /** `data` is valid during the call only: the next request overwrites it. */
   write (req: Req, node: number, data: Buffer, offset: number, fh: number): void
   release (req: Req, node: number, fh: number): void
   fsync (req: Req, node: number, datasync: number, fh: number): void

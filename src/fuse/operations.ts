@@ -316,6 +316,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
       })
     },
     write (req, _id, data, offset, fh) {
+      // Synchronous, as it must be: `data` is only lent for the duration of this call.
       attempt(req, { op: 'write' }, () => overlay.write(fh, data, data.length, offset), n => session().written(req, n))
     },
     release (req, id, fh) {
