@@ -1,8 +1,8 @@
 {
   "targets": [{
     "target_name": "fuse_session",
-    "cflags": ["<!@(pkg-config --cflags fuse)", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-    "libraries": ["<!@(pkg-config --libs fuse)"],
+    "cflags": ["<!@(pkg-config --cflags fuse3)", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    "libraries": ["<!@(pkg-config --libs fuse3)"],
     "sources": ["fuse-session.c"]
   }]
 }

@@ -1,14 +1,16 @@
 /*
- * A FUSE session served on Node's own thread through libfuse 2's low-level API.
+ * A FUSE session served on Node's own thread through libfuse 3's low-level API.
  *
  * The kernel's request is read where libuv says /dev/fuse is readable and handed to JS in the
  * same turn; JS answers with the reply functions below, at once or later. No thread sits between
  * the kernel and JS, so a request costs one wake-up, not three (libfuse thread, JS thread, libfuse
  * thread again).
  */
-#define FUSE_USE_VERSION 29
+#define FUSE_USE_VERSION 34
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,13 +46,10 @@ typedef struct {
   napi_async_context async;
   double *scratch;
   struct fuse_session *se;
-  struct fuse_chan *ch;
-  char *mountpoint;
-  char *buf;
-  size_t bufsize;
+  struct fuse_buf buf;
   uv_poll_t poll;
   int polling;
-  /* Inside fuse_session_process: an unmount asked for there waits until it returns. */
+  /* Inside fuse_session_process_buf: an unmount asked for there waits until it returns. */
   int dispatching;
   int unmount_pending;
   /* The struct goes when both are done: libuv has closed the poll handle, JS has dropped it. */
@@ -112,8 +111,18 @@ static void call (session_t *s, int op, fuse_req_t req, size_t argc, napi_value 
 #define CALL(op, ...) do { napi_value argv[] = { req_value(env, req), __VA_ARGS__ }; \
   call(s, OP_##op, req, sizeof argv / sizeof argv[0], argv); napi_close_handle_scope(env, scope); } while (0)
 
+/*
+ * What libfuse 3 would switch on by default and we do not want: the kernel keeps clearing setuid
+ * bits on write itself (the overlay does not), truncates by SETATTR before an O_TRUNC open (the
+ * path every test knows), and asks for no attributes on reads of files it cannot cache; requests
+ * are read with plain reads into our buffer, never spliced.
+ */
+static const unsigned UNWANTED = FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_AUTO_INVAL_DATA |
+  FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+
 static void ll_init (void *data, struct fuse_conn_info *conn) {
   session_t *s = data;
+  conn->want &= ~UNWANTED;
   napi_handle_scope scope;
   napi_open_handle_scope(s->env, &scope);
   call(s, OP_init, NULL, 0, NULL);
@@ -187,9 +196,9 @@ static void ll_symlink (fuse_req_t req, const char *target, fuse_ino_t parent, c
   CALL(symlink, num(env, parent), str(env, name), str(env, target));
 }
 
-static void ll_rename (fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname) {
+static void ll_rename (fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
   SESSION;
-  CALL(rename, num(env, parent), str(env, name), num(env, newparent), str(env, newname));
+  CALL(rename, num(env, parent), str(env, name), num(env, newparent), str(env, newname), num(env, flags));
 }
 
 static void ll_link (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
@@ -332,14 +341,13 @@ static void on_readable (uv_poll_t *handle, int status, int events) {
   napi_get_reference_value(env, s->resource, &resource);
   napi_open_callback_scope(env, resource, s->async, &cb_scope);
   while (!ended) {
-    struct fuse_chan *ch = s->ch;
-    int res = fuse_chan_recv(&ch, s->buf, s->bufsize);
+    int res = fuse_session_receive_buf(s->se, &s->buf);
     if (res == -EINTR) continue;
     if (res <= 0 && res != -EAGAIN) ended = 1;
     else if (res > 0 && fuse_session_exited(s->se)) ended = 1;
     else if (res > 0) {
       s->dispatching = 1;
-      fuse_session_process(s->se, s->buf, res, ch);
+      fuse_session_process_buf(s->se, &s->buf);
       s->dispatching = 0;
     }
     break;
@@ -354,8 +362,7 @@ static void on_readable (uv_poll_t *handle, int status, int events) {
 }
 
 static void free_session (session_t *s) {
-  free(s->buf);
-  free(s->mountpoint);
+  free(s->buf.mem);
   free(s);
 }
 
@@ -411,14 +418,26 @@ static napi_value mount_error (napi_env env, const char *message, int code) {
   return NULL;
 }
 
-/* mount(mountpoint, mountOptions, sessionOptions, handlers, scratch) → session */
+/*
+ * libfuse says why it refused a mount on stderr only; while mounting, its last words are kept for
+ * the error instead (what a server in the background prints reaches no one).
+ */
+static char last_words[512];
+
+static void keep_last_words (enum fuse_log_level level, const char *fmt, va_list ap) {
+  vsnprintf(last_words, sizeof last_words, fmt, ap);
+  size_t n = strlen(last_words);
+  while (n > 0 && last_words[n - 1] == '\n') last_words[--n] = '\0';
+}
+
+/* mount(mountpoint, options, handlers, scratch) → session */
 static napi_value mount (napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (!get_args(env, info, 5, argv)) return NULL;
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
   napi_value fns[OP_COUNT];
   for (int i = 0; i < OP_COUNT; i++) {
     napi_valuetype t = napi_undefined;
-    if (napi_get_named_property(env, argv[3], op_names[i], &fns[i]) != napi_ok) return NULL;
+    if (napi_get_named_property(env, argv[2], op_names[i], &fns[i]) != napi_ok) return NULL;
     napi_typeof(env, fns[i], &t);
     if (t != napi_function) {
       napi_throw_type_error(env, NULL, op_names[i]);
@@ -428,51 +447,45 @@ static napi_value mount (napi_env env, napi_callback_info info) {
   double *scratch;
   size_t scratch_len;
   napi_typedarray_type type;
-  if (napi_get_typedarray_info(env, argv[4], &type, &scratch_len, (void **)&scratch, NULL, NULL) != napi_ok ||
+  if (napi_get_typedarray_info(env, argv[3], &type, &scratch_len, (void **)&scratch, NULL, NULL) != napi_ok ||
       type != napi_float64_array || scratch_len < SCRATCH_LEN) {
     napi_throw_type_error(env, NULL, "scratch must be a Float64Array of 32");
     return NULL;
   }
   char *mountpoint = get_string(env, argv[0]);
-  char *mount_opts = mountpoint == NULL ? NULL : get_string(env, argv[1]);
-  char *session_opts = mount_opts == NULL ? NULL : get_string(env, argv[2]);
-  if (session_opts == NULL) {
+  char *opts = mountpoint == NULL ? NULL : get_string(env, argv[1]);
+  if (opts == NULL) {
     free(mountpoint);
-    free(mount_opts);
     return NULL;
   }
 
-  struct fuse_args margs, sargs;
-  fuse_args_of(&margs, mount_opts);
-  fuse_args_of(&sargs, session_opts);
+  struct fuse_args args;
+  fuse_args_of(&args, opts);
   session_t *s = calloc(1, sizeof *s);
   s->env = env;
-  s->mountpoint = mountpoint;
   s->scratch = scratch;
-  s->ch = fuse_mount(s->mountpoint, &margs);
-  int mount_errno = errno;
-  if (s->ch != NULL) s->se = fuse_lowlevel_new(&sargs, &ll_ops, sizeof ll_ops, s);
-  fuse_opt_free_args(&margs);
-  fuse_opt_free_args(&sargs);
-  free(mount_opts);
-  free(session_opts);
-  if (s->se == NULL) {
-    int refused = s->ch == NULL;
-    if (!refused) fuse_unmount(s->mountpoint, s->ch);
+  last_words[0] = '\0';
+  fuse_set_log_func(keep_last_words);
+  s->se = fuse_session_new(&args, &ll_ops, sizeof ll_ops, s);
+  int mounted = s->se != NULL && fuse_session_mount(s->se, mountpoint) == 0;
+  fuse_set_log_func(NULL);
+  fuse_opt_free_args(&args);
+  free(opts);
+  free(mountpoint);
+  if (!mounted) {
+    int refused = s->se != NULL;
+    if (refused) fuse_session_destroy(s->se);
     free_session(s);
-    return refused ? mount_error(env, "the kernel refused the mount", mount_errno)
-                   : mount_error(env, "libfuse refused the options", EINVAL);
+    if (last_words[0] == '\0') strcpy(last_words, refused ? "the kernel refused the mount" : "libfuse refused the options");
+    return mount_error(env, last_words, refused ? EPERM : EINVAL);
   }
 
   for (int i = 0; i < OP_COUNT; i++) napi_create_reference(env, fns[i], 1, &s->handlers[i]);
-  napi_create_reference(env, argv[4], 1, &s->scratch_ref);
-  napi_create_reference(env, argv[3], 1, &s->resource);
-  napi_async_init(env, argv[3], str(env, "stratafs:fuse"), &s->async);
-  fuse_session_add_chan(s->se, s->ch);
-  int fd = fuse_chan_fd(s->ch);
+  napi_create_reference(env, argv[3], 1, &s->scratch_ref);
+  napi_create_reference(env, argv[2], 1, &s->resource);
+  napi_async_init(env, argv[2], str(env, "stratafs:fuse"), &s->async);
+  int fd = fuse_session_fd(s->se);
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  s->bufsize = fuse_chan_bufsize(s->ch);
-  s->buf = malloc(s->bufsize);
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
   uv_poll_init(loop, &s->poll, fd);
@@ -495,8 +508,7 @@ static void end_session (session_t *s) {
   napi_env env = s->env;
   s->unmount_pending = 0;
   stop_polling(s);
-  fuse_session_remove_chan(s->ch);
-  fuse_unmount(s->mountpoint, s->ch);
+  fuse_session_unmount(s->se);
   fuse_session_destroy(s->se);
   s->se = NULL;
   for (int i = 0; i < OP_COUNT; i++) napi_delete_reference(env, s->handlers[i]);
@@ -524,7 +536,7 @@ static napi_value invalidate_attr (napi_env env, napi_callback_info info) {
   session_t *s = session_of(env, argv[0]);
   double node = 0;
   napi_get_value_double(env, argv[1], &node);
-  if (s != NULL && s->se != NULL) fuse_lowlevel_notify_inval_inode(s->ch, (fuse_ino_t)node, -1, 0);
+  if (s != NULL && s->se != NULL) fuse_lowlevel_notify_inval_inode(s->se, (fuse_ino_t)node, -1, 0);
   return NULL;
 }
 
@@ -574,12 +586,13 @@ static void entry_of (napi_env env, napi_value *argv, struct fuse_entry_param *e
   if (e->ino != 0) attr_of(session_of_req(req)->scratch, &e->attr);
 }
 
-/* Open flags crossing from JS: bit 0 direct_io, bit 1 keep_cache. */
+/* Open flags crossing from JS: bit 0 direct_io, bit 1 keep_cache, bit 2 cache_readdir. */
 static void file_info_of (double fh, double flags, struct fuse_file_info *fi) {
   memset(fi, 0, sizeof *fi);
   fi->fh = (uint64_t)fh;
   fi->direct_io = ((int)flags & 1) != 0;
   fi->keep_cache = ((int)flags & 2) != 0;
+  fi->cache_readdir = ((int)flags & 4) != 0;
 }
 
 static napi_value reply_err (napi_env env, napi_callback_info info) {

@@ -10,9 +10,9 @@ installed () {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
 
-# libfuse-dev brings libfuse 2 (libfuse2, or libfuse2t64 since Debian 13) and its headers.
+# libfuse3-dev brings libfuse 3 and its headers; fuse3 its fusermount3.
 missing=()
-for pkg in libfuse-dev pkg-config fuse3 attr busybox-static fuse-overlayfs; do
+for pkg in libfuse3-dev pkg-config fuse3 attr busybox-static fuse-overlayfs; do
   installed "$pkg" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -31,7 +31,7 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
   npm ci --no-audit --no-fund
 fi
 
-# The FUSE session addon (native/): built against libfuse 2's headers, rebuilt when its source
+# The FUSE session addon (native/): built against libfuse 3's headers, rebuilt when its source
 # changes. Node's headers come with the distribution's nodejs; node-gyp must not download them.
 addon=native/build/Release/fuse_session.node
 if [[ ! -f $addon || native/fuse-session.c -nt $addon || native/binding.gyp -nt $addon ]]; then

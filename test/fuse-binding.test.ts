@@ -246,7 +246,7 @@ function serve (tag, mnt, top, { timeout, invalidateOnLink = false }) {
       else session.buf(req, list)
     }
   }
-  session = new FuseSession(mnt, [\`fsname=bindingtest-\${tag}\`, 'subtype=bindingtest', 'allow_other', 'default_permissions'], ['big_writes'], handlers)
+  session = new FuseSession(mnt, [\`fsname=bindingtest-\${tag}\`, 'subtype=bindingtest', 'allow_other', 'default_permissions'], handlers)
   sessions.set(tag, { session, pending })
 }
 

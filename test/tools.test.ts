@@ -6,6 +6,8 @@ import {
 } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { errorCode } from '../src/errors.js'
+import { renameat2, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../src/sys/index.js'
 import { startDaemon } from './lib/daemon.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { buildLayer, type LayerSpec } from './lib/layer-builder.js'
@@ -163,6 +165,30 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
     t.match(ours.out, /^0100000200200000000000000000000000000000\ncleared\nabc$/, 'the write after setcap cleared it')
   })
 
+  await t.test('renameat2: RENAME_NOREPLACE as on kernel overlayfs; RENAME_EXCHANGE refused', async (t) => {
+    const outcome = (fn: () => void): string => {
+      try {
+        fn()
+        return 'ok'
+      } catch (err) {
+        return errorCode(err) ?? String(err)
+      }
+    }
+    for (const root of [mnt, kmnt]) {
+      t.equal(sh('printf 1 > var/nr-a; printf 2 > var/nr-b; printf 3 > var/nr-c', root).code, 0)
+    }
+    const run = (root: string): string[] => [
+      outcome(() => renameat2(join(root, 'var/nr-a'), join(root, 'var/nr-b'), RENAME_NOREPLACE)),
+      outcome(() => renameat2(join(root, 'var/nr-a'), join(root, 'var/nr-new'), RENAME_NOREPLACE)),
+      outcome(() => renameat2(join(root, 'var/ino-test'), join(root, 'var/nr-c'), RENAME_NOREPLACE)),
+      sh('cat var/nr-new var/nr-b var/nr-c; ls var | grep -c nr-', root).out
+    ]
+    const ours = run(mnt)
+    t.same(ours, run(kmnt), 'the same outcomes and files as kernel overlayfs')
+    t.same(ours.slice(0, 3), ['EEXIST', 'ok', 'EEXIST'])
+    t.equal(outcome(() => renameat2(join(mnt, 'var/nr-b'), join(mnt, 'var/nr-c'), RENAME_EXCHANGE)), 'EINVAL', 'not supported (see README)')
+  })
+
   await t.test('a file unlinked while open keeps working through its descriptor', async (t) => {
     for (const name of ['var/open-unlink', 'shared/upper-file']) {
       const p = join(mnt, name)
@@ -218,6 +244,19 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
     writeFileSync(join(mnt, 'shared/root-file'), 'root\n', { mode: 0o666 })
     t.not(as('rm -f shared/root-file').code, 0, 'the sticky bit keeps nobody from removing root\'s file')
     t.ok(lstatSync(join(mnt, 'shared/root-file'), { throwIfNoEntry: false }), 'root\'s file is still there')
+
+    // A write by someone without CAP_FSETID drops setuid and setgid: the kernel does it, as on
+    // kernel overlayfs, so the session must not take that job over (handle_killpriv).
+    const modes: number[] = []
+    for (const root of [mnt, kmnt]) {
+      const file = join(root, 'shared/suid-file')
+      writeFileSync(file, 'x')
+      chmodSync(file, 0o6777)
+      const res = spawnSync('setpriv', [...NOBODY, 'sh', '-c', 'printf y >> shared/suid-file'], { cwd: root, encoding: 'utf8' })
+      t.equal(res.status, 0, res.stderr)
+      modes.push(lstatSync(file).mode & 0o7777)
+    }
+    t.same(modes, [0o777, 0o777], 'setuid and setgid dropped on both')
   })
 
   await t.test('no .fuse_hidden anywhere', async (t) => {

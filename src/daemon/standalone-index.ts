@@ -7,8 +7,9 @@ import { fingerprintLowers } from './lower-fingerprint.js'
 /**
  * The lower index of a standalone overlay with a work dir: the one stored in
  * `<workdir>/stratafs` when the lower dirs are unchanged since it was built, else built and stored.
- * The store is closed before the mount: libfuse 2 does not report `fusermount -u`, so a server
- * can outlive its mount by a moment, and must not hold the lock the next mount needs.
+ * The store is closed before the mount: a server can outlive its mount by a moment (it learns of
+ * a `fusermount -u` only when it next reads the device), and must not hold the lock the next
+ * mount needs.
  */
 export async function standaloneLowerIndex (lowerDirs: readonly string[], workDir: string, log: Logger): Promise<LowerIndex> {
   const store = await OverlayIndexStore.open(join(workDir, 'stratafs'))

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module'
 
 /**
- * The native half of a FUSE session (native/fuse-session.c, built by scripts/setup.sh): libfuse 2's
+ * The native half of a FUSE session (native/fuse-session.c, built by scripts/setup.sh): libfuse 3's
  * low-level API served on this thread. Requests arrive as calls of `FuseHandlers`, each carrying an
  * opaque request number that exactly one reply function must later receive.
  */
@@ -22,7 +22,8 @@ export interface FuseHandlers {
   unlink (req: Req, parent: number, name: string): void
   rmdir (req: Req, parent: number, name: string): void
   symlink (req: Req, parent: number, name: string, target: string): void
-  rename (req: Req, parent: number, name: string, newParent: number, newName: string): void
+  /** `flags`: renameat2's RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT. */
+  rename (req: Req, parent: number, name: string, newParent: number, newName: string, flags: number): void
   link (req: Req, node: number, newParent: number, newName: string): void
   open (req: Req, node: number, flags: number): void
   read (req: Req, node: number, size: number, offset: number, fh: number): void
@@ -45,8 +46,8 @@ declare const session: unique symbol
 export type NativeSession = { readonly [session]: true }
 
 export interface NativeBinding {
-  /** Throws an Error with `errno` when the kernel or libfuse refuses. */
-  mount (mountpoint: string, mountOptions: string, sessionOptions: string, handlers: FuseHandlers, scratch: Float64Array): NativeSession
+  /** Throws an Error (libfuse's own words, and `errno`) when the kernel or libfuse refuses. */
+  mount (mountpoint: string, options: string, handlers: FuseHandlers, scratch: Float64Array): NativeSession
   unmount (session: NativeSession): void
   invalidateAttr (session: NativeSession, node: number): void
   replyErr (req: Req, errno: number): void

@@ -27,21 +27,18 @@ export interface OverlayMount {
 }
 
 /**
- * Mount options: a non-empty mountpoint is accepted as the kernel accepts it (nonempty); device
- * nodes and setuid work as on a root overlayfs mount (dev, suid); the kernel checks permissions
- * from our modes (default_permissions, which allow_other needs, or anyone could write root's
- * files). Session options: writes come 128 KiB at a time (big_writes), not 4 KiB.
+ * Device nodes and setuid work as on a root overlayfs mount (dev, suid); the kernel checks
+ * permissions from our modes (default_permissions, which allow_other needs, or anyone could write
+ * root's files).
  */
 function mountOptions (spec: MountSpec): string[] {
   const opts = [
     `fsname=stratafs:${spec.name.replace(/[^\w.:-]/g, '_')}`, 'subtype=stratafs',
-    'allow_other', 'default_permissions', 'nonempty', 'dev', 'suid'
+    'allow_other', 'default_permissions', 'dev', 'suid'
   ]
   if (spec.upper === undefined) opts.push('ro')
   return opts
 }
-
-const SESSION_OPTIONS = ['big_writes']
 
 /**
  * A mountpoint a killed server left behind answers ENOTCONN: detach it, as any FUSE mount would
@@ -74,7 +71,7 @@ export async function mountOverlay (spec: MountSpec): Promise<OverlayMount> {
   const ended = new Promise<void>(resolve => { endedOutside = resolve })
   const handlers = operations(overlay, () => session!, log, { initialised, ended: endedOutside })
   try {
-    session = new FuseSession(spec.mountpoint, mountOptions(spec), SESSION_OPTIONS, handlers)
+    session = new FuseSession(spec.mountpoint, mountOptions(spec), handlers)
   } catch (err) {
     throw new StrataError('MOUNT_FAILED', `cannot mount ${spec.mountpoint}: ${(err as Error).message}`, { cause: err })
   }

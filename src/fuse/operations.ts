@@ -8,9 +8,10 @@ import type { FuseHandlers, Req } from './binding.js'
 import { direntBuffer, direntSlice } from './dir-listing.js'
 import { toErrno } from './errno.js'
 import { NodeTable, type Node } from './node-table.js'
-import { KEEP_CACHE, type FuseSession } from './session.js'
+import { CACHE_DIR, KEEP_CACHE, type FuseSession } from './session.js'
 
-const { ENODATA, ERANGE } = os.constants.errno
+const { ENODATA, ERANGE, EINVAL } = os.constants.errno
+const RENAME_NOREPLACE = 1
 
 /** Lower layers never change and every change to a name comes through us: the kernel may cache. */
 const CACHE_SECONDS = 86400
@@ -24,13 +25,14 @@ const S_IFMT = 0o170000
 const S_IFDIR = 0o040000
 
 /**
- * The kernel asks for this before every write, to clear file capabilities (FUSE protocol 7.19 has
- * no way to take that job over). Almost every file has none.
+ * The kernel asks for this before every write, to clear file capabilities (handle_killpriv would
+ * hand that job, and clearing setuid bits, to us: see the session's init). Almost every file has
+ * none.
  */
 const CAPABILITY = 'security.capability'
 
-/** The largest read the kernel sends (max_read): buffers of this size are reused across reads. */
-const MAX_READ = 128 * 1024
+/** Reads of up to this size (the kernel's usual largest) take a reused buffer. */
+const READ_BUFFER = 1024 * 1024
 
 const gone = (): StrataError => new StrataError('ESTALE', 'the kernel named a node that is gone')
 
@@ -259,7 +261,12 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         if (node !== undefined) nodes.detach(node)
       }, () => session().ok(req))
     },
-    rename (req, parent, name, newParent, newName) {
+    rename (req, parent, name, newParent, newName, flags) {
+      // RENAME_EXCHANGE and RENAME_WHITEOUT are not supported (README: where stratafs differs).
+      if ((flags & ~RENAME_NOREPLACE) !== 0) {
+        session().err(req, EINVAL)
+        return
+      }
       const at: Where = { op: 'rename' }
       attempt(req, at, async () => {
         const path = at.path = childPathOf(parent, name)
@@ -268,7 +275,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         const to = nodeOf(newParent)
         const replaced = nodes.child(to, newName)
         if (replaced !== undefined && replaced.opens > 0 && replaced !== nodes.child(from, name)) await hide(replaced, dst)
-        await overlay.rename(path, dst)
+        await overlay.rename(path, dst, flags === RENAME_NOREPLACE)
         const node = nodes.child(from, name)
         if (node !== undefined) nodes.move(node, to, newName)
       }, () => session().ok(req))
@@ -309,10 +316,10 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
       })
     },
     read (req, _id, size, offset, fh) {
-      const buf = readBuffers.pop() ?? Buffer.allocUnsafeSlow(MAX_READ)
-      attempt(req, { op: 'read' }, () => overlay.read(fh, buf, Math.min(size, MAX_READ), offset), n => {
+      const buf = size <= READ_BUFFER ? readBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER) : Buffer.allocUnsafeSlow(size)
+      attempt(req, { op: 'read' }, () => overlay.read(fh, buf, size, offset), n => {
         session().buf(req, buf, n)
-        readBuffers.push(buf)
+        if (buf.length === READ_BUFFER) readBuffers.push(buf)
       })
     },
     write (req, _id, data, offset, fh) {
@@ -340,7 +347,9 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
       attempt(req, { op: 'opendir' }, () => nodeOf(id), node => {
         const fh = nextDirHandle++
         dirs.set(fh, { node })
-        session().open(req, fh, 0)
+        // Every change to a name reaches the kernel as a request in its directory, which drops
+        // the listing it keeps: it may keep one across opens.
+        session().open(req, fh, KEEP_CACHE | CACHE_DIR)
       })
     },
     readdir (req, _id, size, offset, fh) {

@@ -4,6 +4,8 @@ import { binding, SCRATCH, type FuseHandlers, type NativeSession, type Req } fro
 
 /** Open reply flags, as the C side reads them. */
 export const KEEP_CACHE = 2
+/** For opendir: the kernel keeps the listing, until a change it makes in that directory. */
+export const CACHE_DIR = 4
 
 /**
  * One mounted FUSE session and the replies to its requests. Attributes and statfs answers cross
@@ -16,8 +18,8 @@ export class FuseSession {
   private readonly native: NativeSession
   private closed = false
 
-  constructor (mountpoint: string, mountOptions: readonly string[], sessionOptions: readonly string[], handlers: FuseHandlers) {
-    this.native = binding.mount(mountpoint, mountOptions.join(','), sessionOptions.join(','), handlers, this.scratch)
+  constructor (mountpoint: string, options: readonly string[], handlers: FuseHandlers) {
+    this.native = binding.mount(mountpoint, options.join(','), handlers, this.scratch)
   }
 
   /** Who sent the request being handled: read it before the handler's first await. */

@@ -32,9 +32,9 @@ interface Resolved {
 }
 
 /**
- * A file unlinked while open. libfuse 2 keeps such a file reachable by renaming it to
- * `.fuse_hidden*` (with `hard_remove` it would lose it instead, and fstat would fail): we move it
- * out of the upper into the work directory, so the merged view and the upper never show it.
+ * A file unlinked while open. The FUSE layer keeps such a file reachable by renaming it to
+ * `.fuse_hidden*` until its last close, as libfuse's high-level API does: we move it out of the
+ * upper into the work directory, so the merged view and the upper never show it.
  */
 interface Hidden {
   real: string
@@ -356,7 +356,8 @@ export class Overlay {
     upper.forgetDirs()
   }
 
-  async rename (src: string, dst: string): Promise<void> {
+  /** `noReplace`: renameat2's RENAME_NOREPLACE, an existing `dst` is EEXIST. */
+  async rename (src: string, dst: string, noReplace = false): Promise<void> {
     const { upper, copyUp } = this.writable()
     if (baseName(dst).startsWith(HIDDEN_PREFIX)) {
       await this.hide(src, dst)
@@ -372,6 +373,7 @@ export class Overlay {
       // As the kernel without redirect_dir: the caller (mv) falls back to copying.
       throw new StrataError('EXDEV', `${src}: a directory from the lower layers cannot be renamed`)
     }
+    if (to !== undefined && noReplace) throw new StrataError('EEXIST', `${dst}: exists`)
     if (to !== undefined) {
       if (to.attr.ino === from.attr.ino) return
       const dstIsDir = isDirMode(to.attr.mode)

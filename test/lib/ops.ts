@@ -348,7 +348,7 @@ export class OpGenerator {
         return { kind, path: this.existing(view, files), data }
       case 'unlinkOpen': {
         // Regular files only: a device or fifo is opened by the kernel without asking the FUSE
-        // server, so libfuse 2 cannot keep its unlinked node, and fstat on it answers ENOENT
+        // server, so the server cannot know to keep its name, and fstat on it answers ENOENT
         // (a documented deviation from kernel overlayfs).
         const regular = view.filter((e) => e.type === 'file')
         return { kind, path: regular.length > 0 ? this.pick(regular).path : this.fresh(view), data }
