@@ -13,7 +13,7 @@ export interface Node {
   lookups: number
   /** Files open through it; a name removed while open is hidden instead (see operations.ts). */
   opens: number
-  /** It lives under a `.fuse_hidden*` name until its last close. */
+  /** Unlinked while open: it lives under a hidden name until its last close. */
   hidden: boolean
   /**
    * The kernel may keep the pages it holds for this file at the next open: nothing seen since the
@@ -106,9 +106,12 @@ export class NodeTable {
     this.byName.set(key(parent, name), node)
   }
 
-  /** A name no one uses, for a file removed while open (libfuse's own pattern). */
+  /**
+   * The name of a file removed while open, until its last close: with a NUL in it, no name a
+   * user makes can ever be it (libfuse's `.fuse_hidden*` names can be).
+   */
   hiddenName (node: Node): string {
-    return `.fuse_hidden${hex(node.id)}${hex(++this.hiddenCount)}`
+    return `\0hidden-${node.id}-${++this.hiddenCount}`
   }
 
   /** Notes what an answer said of a node; a changed mtime or size means its cached pages are stale. */
@@ -125,10 +128,6 @@ export class NodeTable {
 
 function key (parent: Node, name: string): string {
   return `${parent.id}/${name}`
-}
-
-function hex (n: number): string {
-  return (n % 2 ** 32).toString(16).padStart(8, '0')
 }
 
 function newNode (id: number, parent: Node | undefined, name: string): Node {

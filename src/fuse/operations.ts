@@ -140,10 +140,10 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     }, attr => entry(req, parent, name, attr))
   }
 
-  /** libfuse's answer to removing a name that is open: rename it out of sight until the last close. */
+  /** Removing a name that is open: its file stays reachable under a hidden name until the last close. */
   const hide = async (node: Node, path: string): Promise<void> => {
     const hidden = nodes.hiddenName(node)
-    await overlay.rename(path, nodes.childPath(node.parent!, hidden)!)
+    await overlay.hide(path, nodes.childPath(node.parent!, hidden)!)
     nodes.move(node, node.parent!, hidden)
     node.hidden = true
   }

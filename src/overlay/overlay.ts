@@ -9,7 +9,7 @@ import { CopyUp, type CopyNeed } from './copy-up.js'
 import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
 import { lowerDataPath } from './materialize.js'
 import { S_ISGID, isDirMode, isLinkMode } from './mode.js'
-import { Upper, baseName, isPrivateXattr, parentOf } from './upper.js'
+import { Upper, isPrivateXattr, parentOf } from './upper.js'
 
 export interface OverlayOptions {
   lower: LowerIndex
@@ -32,9 +32,9 @@ interface Resolved {
 }
 
 /**
- * A file unlinked while open. The FUSE layer keeps such a file reachable by renaming it to
- * `.fuse_hidden*` until its last close, as libfuse's high-level API does: we move it out of the
- * upper into the work directory, so the merged view and the upper never show it.
+ * A file unlinked while open, kept reachable under a key no real path can take until its last
+ * close (see `hide`): it lives in the work directory, so the merged view and the upper never
+ * show it.
  */
 interface Hidden {
   real: string
@@ -43,7 +43,6 @@ interface Hidden {
   owned: boolean
 }
 
-const HIDDEN_PREFIX = '.fuse_hidden'
 
 /**
  * Misses are the most frequent answer of all (PATH searches, negative lookups): one shared error
@@ -359,10 +358,6 @@ export class Overlay {
   /** `noReplace`: renameat2's RENAME_NOREPLACE, an existing `dst` is EEXIST. */
   async rename (src: string, dst: string, noReplace = false): Promise<void> {
     const { upper, copyUp } = this.writable()
-    if (baseName(dst).startsWith(HIDDEN_PREFIX)) {
-      await this.hide(src, dst)
-      return
-    }
     await copyUp.settle(src)
     await copyUp.settle(dst)
     const from = this.resolve(src)
@@ -410,17 +405,22 @@ export class Overlay {
     if (srcIsDir) upper.forgetDirs()
   }
 
-  private async hide (path: string, hiddenPath: string): Promise<void> {
+  /**
+   * Removes `path` from the merged view as unlink does, but keeps the file reachable as `key` (a
+   * string no real path can be, e.g. with a NUL in it) for what its open descriptors still do;
+   * `unlink(key)` ends it.
+   */
+  async hide (path: string, key: string): Promise<void> {
     const { upper, copyUp } = this.writable()
     await copyUp.settle(path)
     const r = this.resolve(path)
     if (isDirMode(r.attr.mode)) throw new StrataError('EISDIR', `${path}: is a directory`)
     const needsWhiteout = this.lowerOf(path) !== undefined
     if (r.upper !== undefined) {
-      this.hidden.set(hiddenPath, { real: upper.takeAway(path, needsWhiteout), ino: r.attr.ino, owned: true })
+      this.hidden.set(key, { real: upper.takeAway(path, needsWhiteout), ino: r.attr.ino, owned: true })
       return
     }
-    this.hidden.set(hiddenPath, { real: this.realOf(path, r), ino: r.attr.ino, owned: false })
+    this.hidden.set(key, { real: this.realOf(path, r), ino: r.attr.ino, owned: false })
     copyUp.dirs(parentOf(path))
     upper.whiteout(path)
   }

@@ -122,9 +122,5 @@ export function parentOf (path: string): string {
   return slash <= 0 ? '/' : path.slice(0, slash)
 }
 
-export function baseName (path: string): string {
-  return path.slice(path.lastIndexOf('/') + 1)
-}
-
 /** Overlay-private xattrs are the overlay's bookkeeping, never part of a file's visible state. */
 export const isPrivateXattr = (name: string): boolean => name.startsWith(OVERLAY_XATTR_PREFIX)
