@@ -657,12 +657,17 @@ static napi_value reply_buf (napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value reply_write (napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  fuse_reply_write(req_arg(env, argv[0]), (size_t)num_arg(env, argv[1]));
-  return NULL;
-}
+/* replyWrite(req, count) and replyXattr(req, size): replies that carry one size. */
+#define SIZE_REPLY(name, reply) \
+  static napi_value name (napi_env env, napi_callback_info info) { \
+    napi_value argv[2]; \
+    if (!get_args(env, info, 2, argv)) return NULL; \
+    reply(req_arg(env, argv[0]), (size_t)num_arg(env, argv[1])); \
+    return NULL; \
+  }
+
+SIZE_REPLY(reply_write, fuse_reply_write)
+SIZE_REPLY(reply_xattr, fuse_reply_xattr)
 
 static napi_value reply_readlink (napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -674,12 +679,6 @@ static napi_value reply_readlink (napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value reply_xattr (napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  fuse_reply_xattr(req_arg(env, argv[0]), (size_t)num_arg(env, argv[1]));
-  return NULL;
-}
 
 static napi_value reply_statfs (napi_env env, napi_callback_info info) {
   napi_value argv[1];
