@@ -46,20 +46,20 @@ interface DirHandle {
   listing?: Buffer
 }
 
-/**
- * The low-level FUSE requests → overlay calls. The kernel names inodes; the node table turns them
- * into the paths the overlay works on, as libfuse's high-level API did for us before, including
- * its way of keeping a file unlinked while open reachable (a hidden name until the last close).
- *
- * Every request gets exactly one reply. Nothing a request does can throw out of its handler: every
- * error becomes an errno here and nowhere else.
- */
 /** What the mount learns from the session: the handshake done (or failed), the end from outside. */
 export interface Lifecycle {
   initialised (err?: unknown): void
   ended (): void
 }
 
+/**
+ * The low-level FUSE requests → overlay calls. The kernel names inodes; the node table turns them
+ * into the paths the overlay works on, as libfuse's high-level API did for us before, including
+ * keeping a file unlinked while open reachable (under a hidden name until the last close).
+ *
+ * Every request gets exactly one reply. Nothing a request does can throw out of its handler: every
+ * error becomes an errno here and nowhere else.
+ */
 export function operations (overlay: Overlay, session: () => FuseSession, log: Logger, lifecycle: Lifecycle): FuseHandlers {
   const nodes = new NodeTable()
   const dirs = new Map<number, DirHandle>()
