@@ -3,7 +3,7 @@ import type { Logger } from 'pino'
 import { errorCode, StrataError } from '../errors.js'
 import type { Timespec } from '../layers/entry.js'
 import type { Attr } from '../overlay/attr.js'
-import type { Overlay } from '../overlay/overlay.js'
+import { changesData, type Overlay } from '../overlay/overlay.js'
 import type { FuseHandlers, Req } from './binding.js'
 import { direntBuffer, direntSlice } from './dir-listing.js'
 import { toErrno } from './errno.js'
@@ -70,6 +70,16 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
    */
   const noCapability = new Set<number>()
   let nextDirHandle = 1
+
+  /**
+   * A file opened for writing is asked about its capability now, through the new descriptor, so
+   * that its first write's GETXATTR needs no path walk. Not knowing is no error.
+   */
+  const learnCapability = (node: Node, fh: number): void => {
+    try {
+      if (overlay.fgetxattr(fh, CAPABILITY) === undefined) noCapability.add(node.ino)
+    } catch {}
+  }
 
   /** Attributes of files with several names are not cached: see `timeout`. */
   const timeout = (attr: Attr): number =>
@@ -288,6 +298,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
       }, fh => {
         const node = nodeOf(id)
         node.opens++
+        if (changesData(flags)) learnCapability(node, fh)
         // As libfuse's kernel_cache (read-only stacks) and auto_cache (writable ones).
         const keep = overlay.readOnly || node.cacheValid
         node.cacheValid = true
@@ -312,6 +323,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         node.opens++
         nodes.saw(node, attr)
         node.cacheValid = true
+        noCapability.add(attr.ino)
         session().create(req, node.id, attr, timeout(attr), fh, overlay.readOnly ? KEEP_CACHE : 0)
       })
     },

@@ -78,9 +78,14 @@ export interface StatFs {
 
 const { O_RDONLY, O_RDWR, O_TRUNC, O_NOATIME, O_NOFOLLOW, O_SYNC, O_DSYNC, O_CREAT, O_EXCL } = fs.constants
 const NO_ID = 0xffffffff
+const O_ACCMODE = 3
+
+/** An open that may change the file's data, so works on an upper copy (`open`'s copy-up). */
+export function changesData (flags: number): boolean {
+  return (flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0
+}
 /** The largest read the kernel sends (max_read): what a first read can want. */
 const PREFETCH_BYTES = 128 * 1024
-const O_ACCMODE = 3
 
 /**
  * The merged view of a layer stack with an optional writable upper, as kernel overlayfs defines
@@ -173,6 +178,16 @@ export class Overlay {
     return isPrivateXattr(name) ? undefined : sys.lgetxattr(this.realOf(path, r), name)
   }
 
+  /**
+   * An xattr of the file open as `fh`, read through its descriptor: no path to walk. Not for the
+   * lower-data handle of a metadata-only copy, whose xattrs are the upper's.
+   */
+  fgetxattr (fh: number, name: string): Buffer | undefined {
+    const handle = this.handle(fh)
+    if (handle.dataOnly) throw new StrataError('EBADF', `open file ${fh} holds lower data only`)
+    return isPrivateXattr(name) ? undefined : sys.fgetxattr(handle.fd, name)
+  }
+
   listxattr (path: string): string[] {
     return sys.llistxattr(this.realOf(path, this.resolve(path))).filter(name => !isPrivateXattr(name))
   }
@@ -194,7 +209,7 @@ export class Overlay {
 
   async open (path: string, flags: number): Promise<number> {
     const r = this.resolve(path)
-    if ((flags & O_ACCMODE) === O_RDONLY && (flags & O_TRUNC) === 0) {
+    if (!changesData(flags)) {
       const own = r.upper !== undefined && r.hidden === undefined && !this.isMetacopy(path, r.upper)
       const fd = own
         ? fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW)
