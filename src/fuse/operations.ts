@@ -31,8 +31,10 @@ const S_IFDIR = 0o040000
  */
 const CAPABILITY = 'security.capability'
 
-/** Reads of up to this size (the kernel's usual largest) take a reused buffer. */
+/** Reads of up to this size (the kernel's usual largest) take a reused buffer... */
 const READ_BUFFER = 1024 * 1024
+/** ...of which this many are kept for the next reads: the kernel sends about as many at once. */
+const KEPT_READ_BUFFERS = 16
 
 const gone = (): StrataError => new StrataError('ESTALE', 'the kernel named a node that is gone')
 
@@ -331,7 +333,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
       const buf = size <= READ_BUFFER ? readBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER) : Buffer.allocUnsafeSlow(size)
       attempt(req, { op: 'read' }, () => overlay.read(fh, buf, size, offset), n => {
         session().buf(req, buf, n)
-        if (buf.length === READ_BUFFER) readBuffers.push(buf)
+        if (buf.length === READ_BUFFER && readBuffers.length < KEPT_READ_BUFFERS) readBuffers.push(buf)
       })
     },
     write (req, _id, data, offset, fh) {
