@@ -123,6 +123,12 @@ static const unsigned UNWANTED = FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TR
 static void ll_init (void *data, struct fuse_conn_info *conn) {
   session_t *s = data;
   conn->want &= ~UNWANTED;
+  /*
+   * POSIX ACLs take part in permission checks, as under kernel overlayfs; the kernel fetches them
+   * through getxattr and keeps them. Keeping modes and ACLs in step, and default ACLs inherited,
+   * is left to the filesystems under the upper, where every change lands.
+   */
+  if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
   napi_handle_scope scope;
   napi_open_handle_scope(s->env, &scope);
   call(s, OP_init, NULL, 0, NULL);

@@ -251,6 +251,33 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
       modes.push(lstatSync(file).mode & 0o7777)
     }
     t.same(modes, [0o777, 0o777], 'setuid and setgid dropped on both')
+
+    // POSIX ACLs decide, as under kernel overlayfs: one lets nobody read a 0600 file, one keeps
+    // nobody out of a file everyone else may read. (system.posix_acl_access, version 2: tag,
+    // permissions and id per entry, little-endian.)
+    const acl = (entries: Array<[number, number, number]>): string => '0x02000000' + entries.map(([tag, perm, id]) => {
+      const b = Buffer.alloc(8)
+      b.writeUInt16LE(tag, 0)
+      b.writeUInt16LE(perm, 2)
+      b.writeUInt32LE(id, 4)
+      return b.toString('hex')
+    }).join('')
+    const ANY = 0xffffffff
+    const letIn = acl([[1, 6, ANY], [2, 4, 65534], [4, 0, ANY], [0x10, 4, ANY], [0x20, 0, ANY]])
+    const keepOut = acl([[1, 6, ANY], [2, 0, 65534], [4, 4, ANY], [0x10, 4, ANY], [0x20, 4, ANY]])
+    const seen: string[] = []
+    for (const root of [mnt, kmnt]) {
+      const set = sh([
+        'printf in > shared/acl-in', 'chmod 600 shared/acl-in', `setfattr -n system.posix_acl_access -v ${letIn} shared/acl-in`,
+        'printf out > shared/acl-out', 'chmod 644 shared/acl-out', `setfattr -n system.posix_acl_access -v ${keepOut} shared/acl-out`,
+        'stat -c %a shared/acl-in shared/acl-out'
+      ].join('\n'), root)
+      t.equal(set.code, 0, set.out)
+      const read = (name: string): string => spawnSync('setpriv', [...NOBODY, 'cat', `shared/${name}`], { cwd: root, encoding: 'utf8' }).status === 0 ? 'read' : 'denied'
+      seen.push(`${set.out.replace(/\n/g, ' ')}: ${read('acl-in')}, ${read('acl-out')}`)
+    }
+    t.equal(seen[0], seen[1], 'the same as kernel overlayfs')
+    t.equal(seen[0], '640 644: read, denied')
   })
 
   await t.test('a name starting with .fuse_hidden is an ordinary name, as on kernel overlayfs', async (t) => {
