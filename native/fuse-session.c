@@ -25,7 +25,7 @@
 /* JS reads and writes attributes, the caller and statfs answers through one shared Float64Array. */
 enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_RDEV, A_SIZE, A_BLOCKS, A_BLKSIZE,
        A_ATIME, A_ATIME_NS, A_MTIME, A_MTIME_NS, A_CTIME, A_CTIME_NS,
-       C_UID = 16, C_GID, C_PID,
+       C_UID = 16, C_GID, C_PID, C_UMASK,
        F_BSIZE = 20, F_FRSIZE, F_BLOCKS, F_BFREE, F_BAVAIL, F_FILES, F_FFREE, F_FAVAIL, F_NAMEMAX,
        SCRATCH_LEN = 32 };
 
@@ -96,6 +96,7 @@ static void call (session_t *s, int op, fuse_req_t req, size_t argc, napi_value 
     s->scratch[C_UID] = ctx->uid;
     s->scratch[C_GID] = ctx->gid;
     s->scratch[C_PID] = ctx->pid;
+    s->scratch[C_UMASK] = ctx->umask;
   }
   napi_get_reference_value(env, s->handlers[op], &fn);
   napi_get_undefined(env, &undefined);
@@ -129,6 +130,8 @@ static void ll_init (void *data, struct fuse_conn_info *conn) {
    * is left to the filesystems under the upper, where every change lands.
    */
   if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
+  /* The umask arrives with the request and JS applies it, unless the directory has a default ACL. */
+  if (conn->capable & FUSE_CAP_DONT_MASK) conn->want |= FUSE_CAP_DONT_MASK;
   napi_handle_scope scope;
   napi_open_handle_scope(s->env, &scope);
   call(s, OP_init, NULL, 0, NULL);

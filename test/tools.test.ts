@@ -46,7 +46,8 @@ const BASE: LayerSpec = [
   { type: 'dir', path: 'shared', mode: 0o1777 },
   { type: 'file', path: 'var/ino-test', content: 'lower\n' },
   { type: 'file', path: 'var/open-unlink', content: 'lower content\n' },
-  { type: 'file', path: 'var/gone-later', content: 'hidden by the next layer\n' }
+  { type: 'file', path: 'var/gone-later', content: 'hidden by the next layer\n' },
+  { type: 'file', path: 'acl/again', content: 'deleted, then made again\n' }
 ]
 
 const TOP: LayerSpec = [
@@ -92,6 +93,19 @@ function sh (script: string, cwd: string, extra: SpawnSyncOptions = {}): { code:
 }
 
 /** Git's index records stat data (inode, device, ctime) that differ between any two filesystems. */
+/** An ACL as setfattr takes it: version 2, then tag, permissions and id per entry, little-endian. */
+function acl (entries: Array<[tag: number, perm: number, id: number]>): string {
+  return '0x02000000' + entries.map(([tag, perm, id]) => {
+    const b = Buffer.alloc(8)
+    b.writeUInt16LE(tag, 0)
+    b.writeUInt16LE(perm, 2)
+    b.writeUInt32LE(id, 4)
+    return b.toString('hex')
+  }).join('')
+}
+/** The id of ACL entries that name no one (owner, owning group, mask, other). */
+const ANY = 0xffffffff
+
 function comparable (tree: Tree): Tree {
   const out = new Map(tree)
   const index = out.get('/proj/.git/index')
@@ -253,16 +267,7 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
     t.same(modes, [0o777, 0o777], 'setuid and setgid dropped on both')
 
     // POSIX ACLs decide, as under kernel overlayfs: one lets nobody read a 0600 file, one keeps
-    // nobody out of a file everyone else may read. (system.posix_acl_access, version 2: tag,
-    // permissions and id per entry, little-endian.)
-    const acl = (entries: Array<[number, number, number]>): string => '0x02000000' + entries.map(([tag, perm, id]) => {
-      const b = Buffer.alloc(8)
-      b.writeUInt16LE(tag, 0)
-      b.writeUInt16LE(perm, 2)
-      b.writeUInt32LE(id, 4)
-      return b.toString('hex')
-    }).join('')
-    const ANY = 0xffffffff
+    // nobody out of a file everyone else may read.
     const letIn = acl([[1, 6, ANY], [2, 4, 65534], [4, 0, ANY], [0x10, 4, ANY], [0x20, 0, ANY]])
     const keepOut = acl([[1, 6, ANY], [2, 0, 65534], [4, 4, ANY], [0x10, 4, ANY], [0x20, 4, ANY]])
     const seen: string[] = []
@@ -278,6 +283,20 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
     }
     t.equal(seen[0], seen[1], 'the same as kernel overlayfs')
     t.equal(seen[0], '640 644: read, denied')
+  })
+
+  await t.test('a default ACL is passed on and the umask set aside, also over a whiteout, as on kernel overlayfs', async (t) => {
+    const inherit = acl([[1, 7, ANY], [4, 5, ANY], [0x20, 0, ANY]])
+    const script = [
+      'umask 022', `setfattr -n system.posix_acl_default -v ${inherit} acl`,
+      'rm acl/again', 'touch acl/again acl/fresh', 'mkdir acl/dir', 'mkfifo acl/fifo', 'touch var/umasked',
+      'stat -c %a acl/again acl/fresh acl/dir acl/fifo var/umasked',
+      'getfattr -e hex -n system.posix_acl_default --only-values acl/dir | od -An -tx1 | tr -d " \\n"'
+    ].join('\n')
+    const ours = sh(script, mnt)
+    t.equal(ours.code, 0, ours.out)
+    t.equal(ours.out, sh(script, kmnt).out, 'the same as kernel overlayfs')
+    t.match(ours.out, /^640\n640\n750\n640\n644\n02000000/, 'modes from the ACL, the umask only outside it')
   })
 
   await t.test('a name starting with .fuse_hidden is an ordinary name, as on kernel overlayfs', async (t) => {

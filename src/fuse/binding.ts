@@ -66,7 +66,7 @@ export interface NativeBinding {
 export const SCRATCH = {
   ino: 0, mode: 1, nlink: 2, uid: 3, gid: 4, rdev: 5, size: 6, blocks: 7, blksize: 8,
   atime: 9, atimeNs: 10, mtime: 11, mtimeNs: 12, ctime: 13, ctimeNs: 14,
-  callerUid: 16, callerGid: 17, callerPid: 18,
+  callerUid: 16, callerGid: 17, callerPid: 18, callerUmask: 19,
   bsize: 20, frsize: 21, fblocks: 22, bfree: 23, bavail: 24, files: 25, ffree: 26, favail: 27, namemax: 28,
   length: 32
 } as const

@@ -3,7 +3,7 @@ import type { Logger } from 'pino'
 import { errorCode, StrataError } from '../errors.js'
 import type { Timespec } from '../layers/entry.js'
 import type { Attr } from '../overlay/attr.js'
-import { changesData, type Overlay } from '../overlay/overlay.js'
+import { changesData, DEFAULT_ACL, type Overlay } from '../overlay/overlay.js'
 import type { FuseHandlers, Req } from './binding.js'
 import { direntBuffer, direntSlice } from './dir-listing.js'
 import { toErrno } from './errno.js'
@@ -71,6 +71,27 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
    * removexattr (the kernel clears them through removexattr too), which forget the inode here.
    */
   const noCapability = new Set<number>()
+  /** Directories known to have no default ACL, kept as `noCapability` is. */
+  const noDefaultAcl = new Set<number>()
+  /** xattrs of the inode may have changed. */
+  const forgetXattrs = (ino: number): void => {
+    noCapability.delete(ino)
+    noDefaultAcl.delete(ino)
+  }
+
+  /**
+   * A new name's mode, as the kernel's posix_acl_create makes it: the umask applies unless the
+   * directory has a default ACL (the upper's filesystem then applies that ACL itself).
+   */
+  const newMode = (parent: number, mode: number, umask: number): number => {
+    if ((mode & ~umask) === mode) return mode
+    const dir = nodeOf(parent)
+    if (!noDefaultAcl.has(dir.ino)) {
+      if (overlay.getxattr(pathOf(parent), DEFAULT_ACL) !== undefined) return mode
+      noDefaultAcl.add(dir.ino)
+    }
+    return mode & ~umask
+  }
   let nextDirHandle = 1
 
   /**
@@ -233,11 +254,13 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     },
     mknod (req, parent, name, mode, rdev) {
       const who = session().caller()
-      make(req, 'mknod', parent, name, async path => await overlay.mknod(path, mode, rdev, who))
+      const umask = session().umask()
+      make(req, 'mknod', parent, name, async path => await overlay.mknod(path, newMode(parent, mode, umask), rdev, who))
     },
     mkdir (req, parent, name, mode) {
       const who = session().caller()
-      make(req, 'mkdir', parent, name, async path => await overlay.mkdir(path, mode, who))
+      const umask = session().umask()
+      make(req, 'mkdir', parent, name, async path => await overlay.mkdir(path, newMode(parent, mode, umask), who))
     },
     symlink (req, parent, name, target) {
       const who = session().caller()
@@ -309,10 +332,11 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     },
     create (req, parent, name, mode, flags) {
       const who = session().caller()
+      const umask = session().umask()
       const at: Where = { op: 'create' }
       attempt(req, at, async () => {
         const path = at.path = childPathOf(parent, name)
-        const fh = await overlay.create(path, mode, flags, who)
+        const fh = await overlay.create(path, newMode(parent, mode, umask), flags, who)
         try {
           return { fh, attr: overlay.fgetattr(path, fh) }
         } catch (err) {
@@ -390,7 +414,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     setxattr (req, id, name, value, flags) {
       const at: Where = { op: 'setxattr' }
       attempt(req, at, async () => {
-        noCapability.delete(nodeOf(id).ino)
+        forgetXattrs(nodeOf(id).ino)
         const path = at.path = pathOf(id)
         await overlay.setxattr(path, name, value, flags)
       }, () => session().ok(req))
@@ -416,7 +440,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     removexattr (req, id, name) {
       const at: Where = { op: 'removexattr' }
       attempt(req, at, async () => {
-        noCapability.delete(nodeOf(id).ino)
+        forgetXattrs(nodeOf(id).ino)
         const path = at.path = pathOf(id)
         await overlay.removexattr(path, name)
       }, () => session().ok(req))

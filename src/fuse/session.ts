@@ -28,6 +28,11 @@ export class FuseSession {
     return { uid: s[SCRATCH.callerUid]!, gid: s[SCRATCH.callerGid]!, pid: s[SCRATCH.callerPid]! }
   }
 
+  /** The umask of the request being handled, which the kernel left to us: read it before the first await. */
+  umask (): number {
+    return this.scratch[SCRATCH.callerUmask]!
+  }
+
   /** Detaches the mount (lazily, as `fusermount -uz`) and ends the session. */
   unmount (): void {
     if (this.closed) return

@@ -80,6 +80,9 @@ const { O_RDONLY, O_RDWR, O_TRUNC, O_NOATIME, O_NOFOLLOW, O_SYNC, O_DSYNC, O_CRE
 const NO_ID = 0xffffffff
 const O_ACCMODE = 3
 
+/** The ACL a directory passes on to the names made in it. */
+export const DEFAULT_ACL = 'system.posix_acl_default'
+
 /** An open that may change the file's data, so works on an upper copy (`open`'s copy-up). */
 export function changesData (flags: number): boolean {
   return (flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0
@@ -561,16 +564,28 @@ export class Overlay {
       if (dir) upper.noteDir(path, false)
       return
     }
-    const tmp = upper.tmpName()
-    make(tmp)
-    own(tmp)
-    if (dir) {
-      upper.setOpaque(tmp)
-      sys.renameat2(tmp, real, sys.RENAME_EXCHANGE)
-      fs.unlinkSync(tmp)
-      upper.noteDir(path, true)
-    } else {
-      fs.renameSync(tmp, real)
+    // The filesystem passes a directory's default ACL on as it makes a node; one built in the work
+    // directory would miss it, so it is built in a box carrying the same default ACL.
+    const defaultAcl = sys.lgetxattr(upper.real(parent), DEFAULT_ACL)
+    const box = defaultAcl === undefined ? undefined : upper.tmpName()
+    if (box !== undefined) {
+      fs.mkdirSync(box, { mode: 0o700 })
+      sys.lsetxattr(box, DEFAULT_ACL, defaultAcl!)
+    }
+    try {
+      const tmp = box === undefined ? upper.tmpName() : `${box}/node`
+      make(tmp)
+      own(tmp)
+      if (dir) {
+        upper.setOpaque(tmp)
+        sys.renameat2(tmp, real, sys.RENAME_EXCHANGE)
+        fs.unlinkSync(tmp)
+        upper.noteDir(path, true)
+      } else {
+        fs.renameSync(tmp, real)
+      }
+    } finally {
+      if (box !== undefined) fs.rmSync(box, { recursive: true, force: true })
     }
   }
 
