@@ -1,7 +1,7 @@
 import t from 'tap'
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process'
 import {
-  chmodSync, closeSync, copyFileSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, readSync,
+  chmodSync, closeSync, copyFileSync, fstatSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readSync,
   rmSync, symlinkSync, unlinkSync, writeFileSync, writeSync
 } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -197,6 +197,26 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
     t.same(ours, run(kmnt), 'the same outcomes and files as kernel overlayfs')
     t.same(ours.slice(0, 3), ['EEXIST', 'ok', 'EEXIST'])
     t.equal(outcome(() => renameat2(join(mnt, 'var/nr-b'), join(mnt, 'var/nr-c'), RENAME_EXCHANGE)), 'EINVAL', 'not supported (see README)')
+  })
+
+  await t.test('the link count of a file unlinked while open, as on kernel overlayfs', async (t) => {
+    const counts = (root: string): number[] => {
+      const at = (name: string): string => join(root, 'var', name)
+      writeFileSync(at('nl-one'), '1')
+      writeFileSync(at('nl-two'), '2')
+      linkSync(at('nl-two'), at('nl-two-b'))
+      const one = openSync(at('nl-one'), 'r')
+      const two = openSync(at('nl-two'), 'r')
+      unlinkSync(at('nl-one'))
+      unlinkSync(at('nl-two'))
+      const seen = [fstatSync(one).nlink, fstatSync(two).nlink, lstatSync(at('nl-two-b')).nlink]
+      closeSync(one)
+      closeSync(two)
+      return seen
+    }
+    const ours = counts(mnt)
+    t.same(ours, counts(kmnt), 'the same as kernel overlayfs')
+    t.same(ours, [0, 1, 1])
   })
 
   await t.test('a file unlinked while open keeps working through its descriptor', async (t) => {

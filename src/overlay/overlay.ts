@@ -101,6 +101,8 @@ export class Overlay {
   private readonly copyUp: CopyUp | undefined
   private readonly handles = new Map<number, Handle>()
   private readonly hidden = new Map<string, Hidden>()
+  /** Upper inode → its hidden names in the work dir, which are no links of the merged view's. */
+  private readonly hiddenLinks = new Map<number, number>()
   private readonly log: Logger
 
   constructor (opts: OverlayOptions) {
@@ -127,17 +129,18 @@ export class Overlay {
   }
 
   /**
-   * Attributes through an open file, which still works once its name is gone. Directory handles
-   * are not ours (libfuse answers opendir itself): those go by path.
+   * Attributes through an open file, which still works once its name is gone. A file unlinked
+   * while open and the lower-data handle of a metadata-only copy go by path: their descriptors'
+   * own attributes are not the merged view's.
    */
   fgetattr (path: string | null, fh: number): Attr {
     const handle = this.handles.get(fh)
-    if (handle === undefined || (handle.dataOnly && path !== null)) {
+    if (handle === undefined || (path !== null && (handle.dataOnly || this.hidden.has(path)))) {
       if (path === null) throw new StrataError('EBADF', `no open file ${fh}`)
       return this.getattr(path)
     }
     const st = sys.fstat(handle.fd)
-    return { ...toAttr(st, handle.ino), blksize: st.blksize }
+    return { ...toAttr(st, handle.ino, this.links(st)), blksize: st.blksize }
   }
 
   readlink (path: string): string {
@@ -341,7 +344,11 @@ export class Overlay {
     const hidden = this.hidden.get(path)
     if (hidden !== undefined) {
       this.hidden.delete(path)
-      if (hidden.owned) fs.unlinkSync(hidden.real)
+      if (hidden.owned) {
+        const ino = sys.lstat(hidden.real).ino
+        fs.unlinkSync(hidden.real)
+        this.noteHiddenLink(ino, -1)
+      }
       return
     }
     await copyUp.settle(path)
@@ -436,6 +443,7 @@ export class Overlay {
     const needsWhiteout = this.lowerOf(path) !== undefined
     if (r.upper !== undefined) {
       this.hidden.set(key, { real: upper.takeAway(path, needsWhiteout), ino: r.attr.ino, owned: true })
+      this.noteHiddenLink(r.upper.ino, 1)
       return
     }
     this.hidden.set(key, { real: this.realOf(path, r), ino: r.attr.ino, owned: false })
@@ -454,7 +462,7 @@ export class Overlay {
     const hidden = this.hidden.get(path)
     if (hidden !== undefined) {
       const st = sys.lstat(hidden.real)
-      return { attr: toAttr(st, hidden.ino), upper: st, hidden }
+      return { attr: toAttr(st, hidden.ino, hidden.owned ? this.links(st) : st.nlink), upper: st, hidden }
     }
     const upper = this.upper
     if (upper === undefined) return this.fromLower(this.lower.lookup(path))
@@ -463,6 +471,17 @@ export class Overlay {
   }
 
   /** Resolves a name whose upper node (if any) is already known. */
+  private noteHiddenLink (ino: number, delta: number): void {
+    const n = (this.hiddenLinks.get(ino) ?? 0) + delta
+    if (n > 0) this.hiddenLinks.set(ino, n)
+    else this.hiddenLinks.delete(ino)
+  }
+
+  /** An upper file's link count in the merged view: an unlinked file still open shows 0. */
+  private links (st: Stat): number {
+    return st.nlink - (this.hiddenLinks.get(st.ino) ?? 0)
+  }
+
   private resolveWith (path: string, st: Stat | undefined): Resolved | undefined {
     const upper = this.upper
     if (upper === undefined || st === undefined) return this.fromLower(this.lowerOf(path))
@@ -473,7 +492,7 @@ export class Overlay {
         return { attr: toAttr(st, lowerIno(lower.layer, lower.attr.ino), 1), upper: st, lower }
       }
     }
-    const attr = toAttr(st, this.copyUp?.inoOf.get(st.ino) ?? st.ino)
+    const attr = toAttr(st, this.copyUp?.inoOf.get(st.ino) ?? st.ino, this.links(st))
     // A metadata-only copy occupies the lower file's blocks, as the kernel reports it.
     if (this.isMetacopy(path, st)) attr.blocks = this.lowerOf(path)?.attr.blocks ?? attr.blocks
     return { attr, upper: st }
