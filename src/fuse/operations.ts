@@ -308,9 +308,10 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         const dst = childPathOf(newParent, newName)
         const from = nodeOf(parent)
         const to = nodeOf(newParent)
-        const replaced = nodes.child(to, newName)
+        const noReplace = flags === RENAME_NOREPLACE
+        const replaced = noReplace ? undefined : nodes.child(to, newName)
         if (replaced !== undefined && replaced.opens > 0 && replaced !== nodes.child(from, name)) await hide(replaced, dst)
-        await overlay.rename(path, dst, flags === RENAME_NOREPLACE)
+        await overlay.rename(path, dst, noReplace)
         const node = nodes.child(from, name)
         if (node !== undefined) nodes.move(node, to, newName)
       }, () => session().ok(req))
