@@ -1,8 +1,8 @@
 import t from 'tap'
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process'
 import {
-  chmodSync, closeSync, copyFileSync, fstatSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readSync,
-  rmSync, symlinkSync, unlinkSync, writeFileSync, writeSync
+  chmodSync, closeSync, copyFileSync, fchmodSync, fstatSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readSync,
+  rmdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync, writeSync
 } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -217,6 +217,31 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
     const ours = counts(mnt)
     t.same(ours, counts(kmnt), 'the same as kernel overlayfs')
     t.same(ours, [0, 1, 1])
+  })
+
+  await t.test('an open file whose name and directory are gone still changes and reopens, as on kernel overlayfs', async (t) => {
+    const run = (root: string): string => {
+      mkdirSync(join(root, 'var/gone-dir'))
+      writeFileSync(join(root, 'var/gone-dir/f'), 'abc')
+      const fd = openSync(join(root, 'var/gone-dir/f'), 'r+')
+      try {
+        unlinkSync(join(root, 'var/gone-dir/f'))
+        rmdirSync(join(root, 'var/gone-dir'))
+        fchmodSync(fd, 0o600)
+        const again = openSync(`/proc/self/fd/${fd}`, 'a')
+        writeSync(again, 'Z')
+        closeSync(again)
+        const back = Buffer.alloc(8)
+        const n = readSync(fd, back, 0, 8, 0)
+        const st = fstatSync(fd)
+        return `${back.subarray(0, n).toString()} ${(st.mode & 0o7777).toString(8)} ${st.nlink}`
+      } finally {
+        closeSync(fd)
+      }
+    }
+    const ours = run(mnt)
+    t.equal(ours, run(kmnt), 'the same as kernel overlayfs')
+    t.equal(ours, 'abcZ 600 0')
   })
 
   await t.test('a file unlinked while open keeps working through its descriptor', async (t) => {

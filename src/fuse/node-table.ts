@@ -13,8 +13,11 @@ export interface Node {
   lookups: number
   /** Files open through it; a name removed while open is hidden instead (see operations.ts). */
   opens: number
-  /** Unlinked while open: it lives under a hidden name until its last close. */
-  hidden: boolean
+  /**
+   * Unlinked while open: the key it is known by until its last close, whatever happens to the
+   * directory it was in.
+   */
+  hidden: string | undefined
   /**
    * The kernel may keep the pages it holds for this file at the next open: nothing seen since the
    * last open changed its mtime or size (libfuse's auto_cache).
@@ -35,7 +38,6 @@ export class NodeTable {
   private readonly byId = new Map<number, Node>()
   private readonly byName = new Map<string, Node>()
   private nextId = ROOT_ID + 1
-  private hiddenCount = 0
 
   constructor () {
     this.byId.set(ROOT_ID, newNode(ROOT_ID, undefined, ''))
@@ -63,6 +65,7 @@ export class NodeTable {
 
   /** undefined for a node whose name is gone. */
   path (node: Node): string | undefined {
+    if (node.hidden !== undefined) return node.hidden
     if (node.id === ROOT_ID) return '/'
     let path = ''
     for (let n: Node | undefined = node; n !== undefined && n.id !== ROOT_ID; n = n.parent) {
@@ -107,11 +110,16 @@ export class NodeTable {
   }
 
   /**
-   * The name of a file removed while open, until its last close: with a NUL in it, no name a
-   * user makes can ever be it (libfuse's `.fuse_hidden*` names can be).
+   * A file removed while open loses its name but stays reachable by a key until its last close:
+   * with a NUL in it, no path a user makes can ever be it (libfuse's `.fuse_hidden*` names can).
    */
-  hiddenName (node: Node): string {
-    return `\0hidden-${node.id}-${++this.hiddenCount}`
+  hiddenKey (node: Node): string {
+    return `\0hidden-${node.id}`
+  }
+
+  hide (node: Node): void {
+    this.detach(node)
+    node.hidden = this.hiddenKey(node)
   }
 
   /** Notes what an answer said of a node; a changed mtime or size means its cached pages are stale. */
@@ -131,5 +139,5 @@ function key (parent: Node, name: string): string {
 }
 
 function newNode (id: number, parent: Node | undefined, name: string): Node {
-  return { id, parent, name, attached: true, lookups: 0, opens: 0, hidden: false, cacheValid: false, ino: -1, mtime: -1, mtimeNs: -1, size: -1 }
+  return { id, parent, name, attached: true, lookups: 0, opens: 0, hidden: undefined, cacheValid: false, ino: -1, mtime: -1, mtimeNs: -1, size: -1 }
 }

@@ -175,10 +175,8 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
 
   /** Removing a name that is open: its file stays reachable under a hidden name until the last close. */
   const hide = async (node: Node, path: string): Promise<void> => {
-    const hidden = nodes.hiddenName(node)
-    await overlay.hide(path, nodes.childPath(node.parent!, hidden)!)
-    nodes.move(node, node.parent!, hidden)
-    node.hidden = true
+    await overlay.hide(path, nodes.hiddenKey(node))
+    nodes.hide(node)
   }
 
   const xattrReply = (req: Req, size: number, value: Buffer): void => {
@@ -372,11 +370,10 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         const node = nodes.get(id)
         if (node === undefined) return
         node.opens--
-        if (node.opens > 0 || !node.hidden) return
-        node.hidden = false
-        const path = at.path = nodes.path(node)
-        nodes.detach(node)
-        if (path !== undefined) await overlay.unlink(path)
+        const key = at.path = node.hidden
+        if (node.opens > 0 || key === undefined) return
+        node.hidden = undefined
+        await overlay.unlink(key)
       }, () => session().ok(req))
     },
     fsync (req, _id, datasync, fh) {

@@ -225,10 +225,9 @@ export class Overlay {
       if (r.attr.size > 0) sys.prefetch(fd, Math.min(r.attr.size, PREFETCH_BYTES))
       return this.addHandle(fd, r.attr.ino, !own && r.upper !== undefined && r.hidden === undefined)
     }
-    const { upper, copyUp } = this.writable()
-    await copyUp.file(path, (flags & O_TRUNC) === 0 ? 'data' : 'none')
+    const real = await this.modify(path, (flags & O_TRUNC) === 0 ? 'data' : 'none')
     // The kernel sends explicit offsets for appends, so O_APPEND stays off the real descriptor.
-    const fd = fs.openSync(upper.real(path), O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | O_SYNC | O_DSYNC)))
+    const fd = fs.openSync(real, O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | O_SYNC | O_DSYNC)))
     return this.addHandle(fd, r.attr.ino)
   }
 
