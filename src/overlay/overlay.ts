@@ -43,7 +43,6 @@ interface Hidden {
   owned: boolean
 }
 
-
 /**
  * Misses are the most frequent answer of all (PATH searches, negative lookups): one shared error
  * spares building a stack trace for each. Only its code is read; it is never logged.
@@ -225,7 +224,7 @@ export class Overlay {
       if (r.attr.size > 0) sys.prefetch(fd, Math.min(r.attr.size, PREFETCH_BYTES))
       return this.addHandle(fd, r.attr.ino, !own && r.upper !== undefined && r.hidden === undefined)
     }
-    const real = await this.modify(path, (flags & O_TRUNC) === 0 ? 'data' : 'none')
+    const real = await this.modify(path, (flags & O_TRUNC) === 0 ? 'data' : 'none', r)
     // The kernel sends explicit offsets for appends, so O_APPEND stays off the real descriptor.
     const fd = fs.openSync(real, O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | O_SYNC | O_DSYNC)))
     return this.addHandle(fd, r.attr.ino)
@@ -544,9 +543,10 @@ export class Overlay {
   }
 
   /** Copies `path` up (the triggers of design §2 item 5) and returns its upper path. */
-  private async modify (path: string, need: CopyNeed): Promise<string> {
+  /** `r`: the path resolved already, by a caller that needed it too. */
+  private async modify (path: string, need: CopyNeed, r: Resolved = this.resolve(path)): Promise<string> {
     const { upper, copyUp } = this.writable()
-    const { hidden } = this.resolve(path)
+    const { hidden } = r
     if (hidden !== undefined) {
       if (!hidden.owned) throw new StrataError('EROFS', `${path}: an unlinked lower file cannot change`)
       return hidden.real
