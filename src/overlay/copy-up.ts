@@ -3,12 +3,13 @@ import type { Logger } from 'pino'
 import { StrataError } from '../errors.js'
 import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
+import type { Timespec } from '../layers/entry.js'
 import { lowerIno } from './attr.js'
 import type { IndexEntry, LowerIndex } from './lower-index.js'
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from './mode.js'
 import { InodeMap } from './inode-map.js'
 import { lowerDataPath } from './materialize.js'
-import { NEW_FILE, SpareFiles } from './spare-files.js'
+import { NEW_FILE, SpareFiles, type Owner } from './spare-files.js'
 import { type Upper, isPrivateXattr, parentOf } from './upper.js'
 
 /**
@@ -64,11 +65,12 @@ export class CopyUp {
 
   /**
    * Makes `path` exist in the upper with what `need` asks of it. Concurrent callers for one path
-   * share one copy-up.
+   * share one copy-up. `seen`: what the caller found in the upper at `path` just before, saving
+   * a second look when no copy-up of it was under way meanwhile.
    */
-  async file (path: string, need: CopyNeed = 'data'): Promise<void> {
-    await this.settle(path)
-    const st = this.upper.stat(path)
+  async file (path: string, need: CopyNeed = 'data', seen?: { upper: Stat | undefined }): Promise<void> {
+    const waited = await this.settle(path)
+    const st = seen !== undefined && !waited ? seen.upper : this.upper.stat(path)
     if (st !== undefined && !this.upper.isWhiteout(st)) {
       if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, () => this.completeData(path, st, need === 'data'))
       return
@@ -101,7 +103,12 @@ export class CopyUp {
   private async completeData (path: string, st: Stat, data: boolean): Promise<void> {
     const real = this.upper.real(path)
     if (data) {
-      await this.copyInto(lowerDataPath(this.lower, path), real, st.size, false, fs.constants.O_WRONLY)
+      const to = fs.openSync(real, fs.constants.O_WRONLY)
+      try {
+        await this.copyInto(lowerDataPath(this.lower, path), to, st.size, false)
+      } finally {
+        fs.closeSync(to)
+      }
       sys.lutimens(real, st.atime, st.mtime)
     }
     sys.lremovexattr(real, METACOPY_XATTR)
@@ -120,11 +127,16 @@ export class CopyUp {
     }
   }
 
-  /** Waits until no copy-up of `path` is running, so a change cannot be undone by its rename. */
-  async settle (path: string): Promise<void> {
+  /**
+   * Waits until no copy-up of `path` is running, so a change cannot be undone by its rename.
+   * Whether there was one to wait for.
+   */
+  async settle (path: string): Promise<boolean> {
+    let waited = false
     for (;;) {
       const pending = this.inflight.get(path)
-      if (pending === undefined) return
+      if (pending === undefined) return waited
+      waited = true
       await pending.catch(() => undefined)
     }
   }
@@ -139,82 +151,119 @@ export class CopyUp {
     }
     const tmp = this.upper.tmpName()
     fs.mkdirSync(tmp, { mode: 0o700 })
-    this.finish(path, entry, tmp)
+    this.finish(path, entry, tmp, byPath(tmp, undefined))
     this.upper.noteDir(path, false)
   }
 
   private async node (path: string, entry: IndexEntry, need: CopyNeed): Promise<void> {
     this.dirs(parentOf(path))
-    const src = this.lower.realPath(path, entry)
     const type = entry.attr.mode & S_IFMT
-    const spare = type === S_IFREG ? this.spares.take() : undefined
-    const tmp = spare?.path ?? this.upper.tmpName()
-    // Without a ready spare, the regular file is made by its first open here.
-    const flags = spare?.made === false ? NEW_FILE : fs.constants.O_WRONLY
-    try {
-      if (type === S_IFREG && need === 'meta') {
-        // The kernel's metacopy format: the full size, no data, the marker xattr.
-        if (spare?.made === false) fs.closeSync(fs.openSync(tmp, flags, 0o600))
-        sys.truncate(tmp, entry.attr.size)
-        sys.lsetxattr(tmp, METACOPY_XATTR, Buffer.alloc(0))
-      } else if (type === S_IFREG) {
-        if (need === 'data' && entry.attr.size > 0) {
-          await this.copyInto(src, tmp, entry.attr.size, entry.attr.blocks * 512 >= entry.attr.size, flags)
-        } else if (spare?.made === false) {
-          fs.closeSync(fs.openSync(tmp, flags, 0o600))
-        }
-      } else if (type === S_IFLNK) {
-        fs.symlinkSync(entry.target ?? fs.readlinkSync(src), tmp)
-      } else {
-        sys.mknod(tmp, entry.attr.mode & S_IFMT, entry.attr.rdev)
+    if (type === S_IFREG) {
+      await this.regular(path, entry, need)
+    } else {
+      const tmp = this.upper.tmpName()
+      try {
+        if (type === S_IFLNK) fs.symlinkSync(entry.target ?? fs.readlinkSync(this.lower.realPath(path, entry)), tmp)
+        else sys.mknod(tmp, type, entry.attr.rdev)
+        this.finish(path, entry, tmp, byPath(tmp, undefined))
+      } catch (err) {
+        fs.rmSync(tmp, { force: true })
+        throw err
       }
-      const ino = this.finish(path, entry, tmp)
-      this.metaOnly.set(ino, type === S_IFREG && need === 'meta')
-    } catch (err) {
-      fs.rmSync(tmp, { force: true })
-      throw err
     }
     this.log.debug({ path, need }, 'copied up')
   }
 
   /**
-   * Copies `size` bytes of `src` into `dst`, opened with `flags` (made by it with NEW_FILE);
-   * `dense` when `src` has no holes.
+   * A regular file is filled in a spare (or a new file) and given its metadata through one
+   * descriptor, which walks no path.
    */
-  private async copyInto (src: string, dst: string, size: number, dense: boolean, flags: number): Promise<void> {
+  private async regular (path: string, entry: IndexEntry, need: CopyNeed): Promise<void> {
+    const { size, blocks } = entry.attr
+    const spare = this.spares.take()
+    let fd = -1
+    try {
+      fd = fs.openSync(spare.path, spare.owner === undefined ? NEW_FILE : fs.constants.O_WRONLY, 0o600)
+      if (need === 'meta') {
+        // The kernel's metacopy format: the full size, no data, the marker xattr.
+        fs.ftruncateSync(fd, size)
+        sys.fsetxattr(fd, METACOPY_XATTR, Buffer.alloc(0))
+      } else if (need === 'data' && size > 0) {
+        await this.copyInto(this.lower.realPath(path, entry), fd, size, blocks * 512 >= size)
+      }
+      const ino = this.finish(path, entry, spare.path, byFd(fd, spare.owner))
+      this.metaOnly.set(ino, need === 'meta')
+    } catch (err) {
+      fs.rmSync(spare.path, { force: true })
+      throw err
+    } finally {
+      if (fd >= 0) fs.closeSync(fd)
+    }
+  }
+
+  /** Copies `size` bytes of `src` into `to`, both from offset 0; `dense` when `src` has no holes. */
+  private async copyInto (src: string, to: number, size: number, dense: boolean): Promise<void> {
     const from = fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NOATIME)
     try {
-      const to = fs.openSync(dst, flags, 0o600)
-      try {
-        await sys.copyData(from, to, size, { reflink: this.reflink, dense })
-      } finally {
-        fs.closeSync(to)
-      }
+      await sys.copyData(from, to, size, { reflink: this.reflink, dense })
     } finally {
       fs.closeSync(from)
     }
   }
 
-  /** Gives `tmp` the lower entry's metadata, renames it to `path` in the upper: its inode. */
-  private finish (path: string, entry: IndexEntry, tmp: string): number {
+  /** Gives the node built at `tmp` the lower entry's metadata, renames it to `path` in the upper: its inode. */
+  private finish (path: string, entry: IndexEntry, tmp: string, node: Building): number {
     const { attr } = entry
     const src = this.lower.realPath(path, entry)
     for (const name of sys.llistxattr(src)) {
       if (isPrivateXattr(name)) continue
       const value = sys.lgetxattr(src, name)
-      if (value !== undefined) sys.lsetxattr(tmp, name, value)
+      if (value !== undefined) node.setxattr(name, value)
     }
     // chown clears setuid/setgid, so the mode comes after it.
-    fs.lchownSync(tmp, attr.uid, attr.gid)
-    if ((attr.mode & S_IFMT) !== S_IFLNK) fs.chmodSync(tmp, attr.mode & 0o7777)
-    sys.lutimens(tmp, attr.atime, attr.mtime)
+    if (node.owner?.uid !== attr.uid || node.owner.gid !== attr.gid) node.chown(attr.uid, attr.gid)
+    if ((attr.mode & S_IFMT) !== S_IFLNK) node.chmod(attr.mode & 0o7777)
+    node.utimens(attr.atime, attr.mtime)
+    const ino = node.ino()
     // The parent's times are the lower's, and a copy-up is no change the merged view should show.
     const parent = this.upper.real(parentOf(path))
     const pst = sys.lstat(parent)
     fs.renameSync(tmp, this.upper.real(path))
     sys.lutimens(parent, pst.atime, pst.mtime)
-    const st = sys.lstat(this.upper.real(path))
-    this.inoOf.set(st.ino, lowerIno(entry.layer, attr.ino))
-    return st.ino
+    this.inoOf.set(ino, lowerIno(entry.layer, attr.ino))
+    return ino
+  }
+
+}
+
+/** A node being built in the work dir, and whom it belongs to when that is known. */
+interface Building {
+  owner: Owner | undefined
+  setxattr (name: string, value: Buffer): void
+  chown (uid: number, gid: number): void
+  chmod (mode: number): void
+  utimens (atime: Timespec, mtime: Timespec): void
+  ino (): number
+}
+
+function byPath (path: string, owner: Owner | undefined): Building {
+  return {
+    owner,
+    setxattr: (name, value) => sys.lsetxattr(path, name, value),
+    chown: (uid, gid) => fs.lchownSync(path, uid, gid),
+    chmod: mode => fs.chmodSync(path, mode),
+    utimens: (atime, mtime) => sys.lutimens(path, atime, mtime),
+    ino: () => sys.lstat(path).ino
+  }
+}
+
+function byFd (fd: number, owner: Owner | undefined): Building {
+  return {
+    owner,
+    setxattr: (name, value) => sys.fsetxattr(fd, name, value),
+    chown: (uid, gid) => fs.fchownSync(fd, uid, gid),
+    chmod: mode => fs.fchmodSync(fd, mode),
+    utimens: (atime, mtime) => sys.futimens(fd, atime, mtime),
+    ino: () => sys.fstat(fd).ino
   }
 }

@@ -542,8 +542,10 @@ export class Overlay {
     return { upper: this.upper, copyUp: this.copyUp }
   }
 
-  /** Copies `path` up (the triggers of design §2 item 5) and returns its upper path. */
-  /** `r`: the path resolved already, by a caller that needed it too. */
+  /**
+   * Copies `path` up (the triggers of design §2 item 5) and returns its upper path. `r`: the path
+   * resolved already, by a caller that needed it too.
+   */
   private async modify (path: string, need: CopyNeed, r: Resolved = this.resolve(path)): Promise<string> {
     const { upper, copyUp } = this.writable()
     const { hidden } = r
@@ -551,7 +553,7 @@ export class Overlay {
       if (!hidden.owned) throw new StrataError('EROFS', `${path}: an unlinked lower file cannot change`)
       return hidden.real
     }
-    await copyUp.file(path, need)
+    await copyUp.file(path, need, { upper: r.upper })
     return upper.real(path)
   }
 

@@ -8,6 +8,12 @@ const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants
 /** How a file that must not exist yet is opened for writing. */
 export const NEW_FILE = O_WRONLY | O_CREAT | O_EXCL
 
+/** Who a file belongs to. */
+export interface Owner {
+  uid: number
+  gid: number
+}
+
 /**
  * Spares are made only once no copy-up has run for this long: during a burst, or during one long
  * copy, a background create would only take CPU from the copy-ups it is meant to spare.
@@ -25,7 +31,7 @@ const IDLE_MS = 20
  * supply pays the allocation as it did before.
  */
 export class SpareFiles {
-  private readonly ready: string[] = []
+  private readonly ready: Array<{ path: string, owner: Owner }> = []
   private refilling = false
   private timer: NodeJS.Timeout | undefined
   private lastActive = 0
@@ -51,19 +57,19 @@ export class SpareFiles {
       const path = `${this.dir}/${name}`
       const st = sys.lstat(path)
       if (st.mode === (S_IFREG | 0o600) && st.size === 0 && st.nlink === 1 && st.uid === process.geteuid?.() &&
-        sys.llistxattr(path).length === 0) this.ready.push(path)
+        sys.llistxattr(path).length === 0) this.ready.push({ path, owner: { uid: st.uid, gid: st.gid } })
       else fs.rmSync(path, { recursive: true, force: true })
     }
     this.refill()
   }
 
   /**
-   * An empty file that is the caller's to fill and rename away. When none is ready, a fresh name
-   * in the same directory (`made: false`): the caller creates it with its first open.
+   * An empty file that is the caller's to fill and rename away, with its owner (whom a copy-up
+   * need not chown it to). When none is ready, a fresh name in the same directory and no owner:
+   * the caller creates it with its first open.
    */
-  take (): { path: string, made: boolean } {
-    const spare = this.ready.pop()
-    return spare !== undefined ? { path: spare, made: true } : { path: this.nextName(), made: false }
+  take (): { path: string, owner: Owner | undefined } {
+    return this.ready.pop() ?? { path: this.nextName(), owner: undefined }
   }
 
   /** A copy-up begins: no spare is made until every copy-up has ended and a pause followed. */
@@ -107,8 +113,13 @@ export class SpareFiles {
   private async fill (): Promise<void> {
     while (!this.closed && this.ready.length < this.supply && this.copying === 0 && performance.now() - this.lastActive >= IDLE_MS) {
       const path = this.nextName()
-      await (await fs.promises.open(path, NEW_FILE, 0o600)).close()
-      this.ready.push(path)
+      const file = await fs.promises.open(path, NEW_FILE, 0o600)
+      try {
+        const { uid, gid } = await file.stat()
+        this.ready.push({ path, owner: { uid, gid } })
+      } finally {
+        await file.close()
+      }
     }
   }
 }
