@@ -65,12 +65,17 @@ export class CopyUp {
 
   /**
    * Makes `path` exist in the upper with what `need` asks of it. Concurrent callers for one path
-   * share one copy-up. `seen`: what the caller found in the upper at `path` just before, saving
-   * a second look when no copy-up of it was under way meanwhile.
+   * share one copy-up. `seen`: what the caller found in the upper at `path` in the same turn,
+   * nothing awaited since, which saves a second look when no copy-up of it is under way.
    */
   async file (path: string, need: CopyNeed = 'data', seen?: { upper: Stat | undefined }): Promise<void> {
-    const waited = await this.settle(path)
-    const st = seen !== undefined && !waited ? seen.upper : this.upper.stat(path)
+    let st: Stat | undefined
+    if (seen !== undefined && !this.inflight.has(path)) {
+      st = seen.upper
+    } else {
+      await this.settle(path)
+      st = this.upper.stat(path)
+    }
     if (st !== undefined && !this.upper.isWhiteout(st)) {
       if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, () => this.completeData(path, st, need === 'data'))
       return
@@ -127,16 +132,11 @@ export class CopyUp {
     }
   }
 
-  /**
-   * Waits until no copy-up of `path` is running, so a change cannot be undone by its rename.
-   * Whether there was one to wait for.
-   */
-  async settle (path: string): Promise<boolean> {
-    let waited = false
+  /** Waits until no copy-up of `path` is running, so a change cannot be undone by its rename. */
+  async settle (path: string): Promise<void> {
     for (;;) {
       const pending = this.inflight.get(path)
-      if (pending === undefined) return waited
-      waited = true
+      if (pending === undefined) return
       await pending.catch(() => undefined)
     }
   }

@@ -544,7 +544,7 @@ export class Overlay {
 
   /**
    * Copies `path` up (the triggers of design §2 item 5) and returns its upper path. `r`: the path
-   * resolved already, by a caller that needed it too.
+   * resolved by a caller that needed it too, with nothing awaited since.
    */
   private async modify (path: string, need: CopyNeed, r: Resolved = this.resolve(path)): Promise<string> {
     const { upper, copyUp } = this.writable()
