@@ -109,3 +109,37 @@ t.test('no spare is made while a copy-up is under way, however long it takes', a
   await until('made once the copy-up has ended', () => count() === 8)
   t.pass('the supply is back')
 })
+
+t.test('a copy-up gives its file the lower owner, whatever group the spares got', async t => {
+  const base = mkdtempSync(join(tmpdir(), 'spares-gid-'))
+  const lower = join(base, 'lower')
+  const upper = join(base, 'upper')
+  const work = join(base, 'work')
+  const mnt = join(base, 'mnt')
+  for (const d of [lower, upper, work, mnt]) mkdirSync(d)
+  t.teardown(() => {
+    unmountFuse(mnt)
+    if (!isMounted(mnt)) rmSync(base, { recursive: true, force: true })
+  })
+  // A setgid work dir passes its group on to the spares made in it: they are not the server's
+  // group, so a copy-up cannot take a spare's owner for granted.
+  const group = 4321
+  chownSync(work, 0, group)
+  chmodSync(work, 0o2775)
+  const owners: Array<[string, number]> = [['root-group', 0], ['work-group', group], ['other-group', 777]]
+  for (const [name, gid] of owners) {
+    writeFileSync(join(lower, name), `${name}\n`)
+    chownSync(join(lower, name), 0, gid)
+  }
+  const spareDir = join(work, 'stratafs-spare')
+  mountStratafs(t, { lowerDirs: [lower], upperDir: upper, workDir: work, mountpoint: mnt })
+  await until('spares are made', () => readdirSync(spareDir).length === SUPPLY)
+  const spareGid = lstatSync(join(spareDir, readdirSync(spareDir)[0]!)).gid
+  t.equal(spareGid, group, 'the spares belong to the work dir\'s group')
+  for (const [name, gid] of owners) {
+    appendFileSync(join(mnt, name), 'more\n')
+    const st = lstatSync(join(upper, name))
+    t.same([st.uid, st.gid], [0, gid], `${name}: the lower owner in the upper`)
+    t.equal(lstatSync(join(mnt, name)).gid, gid, `${name}: the lower group in the merged view`)
+  }
+})
