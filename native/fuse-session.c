@@ -15,10 +15,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <node_api.h>
 #include <uv.h>
 
@@ -38,7 +41,7 @@ enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_RDEV, A_SIZE, A_BLOCKS, A_BLKSIZE
 enum { OPS(OP_ENUM) OP_COUNT };
 static const char *op_names[] = { OPS(OP_NAME) };
 
-typedef struct {
+typedef struct session_s {
   napi_env env;
   napi_ref handlers[OP_COUNT];
   napi_ref scratch_ref;
@@ -55,6 +58,13 @@ typedef struct {
   /* The struct goes when both are done: libuv has closed the poll handle, JS has dropped it. */
   int handle_closed;
   int released;
+  int fd;
+  /* Passthrough: offered by the kernel's INIT, switched on in our answer to it (see io_writev). */
+  int init_offers_passthrough;
+  int passthrough;
+  /* The backing file the next open or create answer hands the kernel (0: none). */
+  int32_t reply_backing;
+  struct session_s *next;
 } session_t;
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, #call " failed"); return NULL; } } while (0)
@@ -111,6 +121,72 @@ static void call (session_t *s, int op, fuse_req_t req, size_t argc, napi_value 
   napi_handle_scope scope; napi_open_handle_scope(env, &scope)
 #define CALL(op, ...) do { napi_value argv[] = { req_value(env, req), __VA_ARGS__ }; \
   call(s, OP_##op, req, sizeof argv / sizeof argv[0], argv); napi_close_handle_scope(env, scope); } while (0)
+
+/*
+ * FUSE passthrough (Linux 6.9+): an open file's reads, writes and mmaps go to a file of ours
+ * (its backing file) inside the kernel, with no request. libfuse 3.14 predates it, so the
+ * session does its two parts of the protocol itself, in the I/O functions libfuse calls for
+ * every read and write of /dev/fuse: it switches passthrough on in libfuse's answer to INIT when
+ * the kernel offers it, and writes the backing file's id into the answer to an open or create.
+ */
+#define SF_FUSE_PASSTHROUGH_FLAG2 (1u << (37 - 32))
+#define SF_FOPEN_PASSTHROUGH (1u << 7)
+/* Backing files are on filesystems that stack on nothing (ext4, xfs, ...): the mount is one deep. */
+#define SF_MAX_STACK_DEPTH 1
+struct sf_backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
+#define SF_BACKING_OPEN _IOW(229, 1, struct sf_backing_map)
+#define SF_BACKING_CLOSE _IOW(229, 2, uint32_t)
+
+static session_t *sessions;
+
+static session_t *session_of_fd (int fd) {
+  for (session_t *s = sessions; s != NULL; s = s->next) if (s->fd == fd) return s;
+  return NULL;
+}
+
+static ssize_t io_read (int fd, void *buf, size_t len, void *userdata) {
+  (void)userdata;
+  ssize_t n = read(fd, buf, len);
+  const struct fuse_in_header *in = buf;
+  if (n >= (ssize_t)(sizeof *in + sizeof(struct fuse_init_in)) && in->opcode == FUSE_INIT) {
+    const struct fuse_init_in *arg = (const void *)(in + 1);
+    session_t *s = session_of_fd(fd);
+    if (s != NULL) {
+      s->init_offers_passthrough = (arg->flags & FUSE_INIT_EXT) != 0 && (arg->flags2 & SF_FUSE_PASSTHROUGH_FLAG2) != 0;
+    }
+  }
+  return n;
+}
+
+/* The last `len` bytes of a message, when they lie in one iovec. */
+static void *tail (struct iovec *iov, int count, size_t len) {
+  if (count < 2 || iov[count - 1].iov_len < len) return NULL;
+  return (char *)iov[count - 1].iov_base + iov[count - 1].iov_len - len;
+}
+
+static ssize_t io_writev (int fd, struct iovec *iov, int count, void *userdata) {
+  (void)userdata;
+  session_t *s = session_of_fd(fd);
+  if (s != NULL && s->init_offers_passthrough && count == 2 && iov[1].iov_len >= sizeof(struct fuse_init_out)) {
+    struct fuse_init_out *out = iov[1].iov_base;
+    s->init_offers_passthrough = 0;
+    if ((out->flags & FUSE_INIT_EXT) != 0 && (out->flags & FUSE_WRITEBACK_CACHE) == 0) {
+      out->flags2 |= SF_FUSE_PASSTHROUGH_FLAG2;
+      out->unused[0] = SF_MAX_STACK_DEPTH;
+      s->passthrough = 1;
+    }
+  } else if (s != NULL && s->reply_backing > 0) {
+    struct fuse_open_out *open = tail(iov, count, sizeof *open);
+    if (open != NULL) {
+      open->open_flags |= SF_FOPEN_PASSTHROUGH;
+      open->padding = (uint32_t)s->reply_backing;
+    }
+    s->reply_backing = 0;
+  }
+  return writev(fd, iov, count);
+}
+
+static const struct fuse_custom_io io = { .read = io_read, .writev = io_writev };
 
 /*
  * What libfuse 3 would switch on by default and we do not want: the kernel keeps clearing setuid
@@ -489,15 +565,18 @@ static napi_value mount (napi_env env, napi_callback_info info) {
     return mount_error(env, last_words, refused ? EPERM : EINVAL);
   }
 
+  s->fd = fuse_session_fd(s->se);
+  fuse_session_custom_io(s->se, &io, s->fd);
+  s->next = sessions;
+  sessions = s;
   for (int i = 0; i < OP_COUNT; i++) napi_create_reference(env, fns[i], 1, &s->handlers[i]);
   napi_create_reference(env, argv[3], 1, &s->scratch_ref);
   napi_create_reference(env, argv[2], 1, &s->resource);
   napi_async_init(env, argv[2], str(env, "stratafs:fuse"), &s->async);
-  int fd = fuse_session_fd(s->se);
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) | O_NONBLOCK);
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
-  uv_poll_init(loop, &s->poll, fd);
+  uv_poll_init(loop, &s->poll, s->fd);
   s->poll.data = s;
   s->polling = 1;
   uv_poll_start(&s->poll, UV_READABLE, on_readable);
@@ -517,6 +596,12 @@ static void end_session (session_t *s) {
   napi_env env = s->env;
   s->unmount_pending = 0;
   stop_polling(s);
+  for (session_t **p = &sessions; *p != NULL; p = &(*p)->next) {
+    if (*p == s) {
+      *p = s->next;
+      break;
+    }
+  }
   fuse_session_unmount(s->se);
   fuse_session_destroy(s->se);
   s->se = NULL;
@@ -621,15 +706,22 @@ static napi_value reply_entry (napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* replyCreate(req, node, entryTimeout, attrTimeout, fh, openFlags) */
+/* The open or create answer about to be sent hands the kernel this backing file (0: none). */
+static void reply_with_backing (fuse_req_t req, double backing) {
+  if (backing > 0) session_of_req(req)->reply_backing = (int32_t)backing;
+}
+
+/* replyCreate(req, node, entryTimeout, attrTimeout, fh, openFlags, backing) */
 static napi_value reply_create (napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  if (!get_args(env, info, 6, argv)) return NULL;
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return NULL;
+  fuse_req_t req = req_arg(env, argv[0]);
   struct fuse_entry_param e;
   struct fuse_file_info fi;
   entry_of(env, argv, &e);
   file_info_of(num_arg(env, argv[4]), num_arg(env, argv[5]), &fi);
-  fuse_reply_create(req_arg(env, argv[0]), &e, &fi);
+  reply_with_backing(req, num_arg(env, argv[6]));
+  fuse_reply_create(req, &e, &fi);
   return NULL;
 }
 
@@ -644,13 +736,40 @@ static napi_value reply_attr (napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* replyOpen(req, fh, openFlags) */
+/* replyOpen(req, fh, openFlags, backing) */
 static napi_value reply_open (napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  fuse_req_t req = req_arg(env, argv[0]);
   struct fuse_file_info fi;
   file_info_of(num_arg(env, argv[1]), num_arg(env, argv[2]), &fi);
-  fuse_reply_open(req_arg(env, argv[0]), &fi);
+  reply_with_backing(req, num_arg(env, argv[3]));
+  fuse_reply_open(req, &fi);
+  return NULL;
+}
+
+/*
+ * backingOpen(session, fd): registers an open file as a backing file; its id (> 0), or -errno.
+ * -EOPNOTSUPP when the kernel did not take passthrough; the kernel answers EPERM without
+ * CAP_SYS_ADMIN and ELOOP for a file on a stacked filesystem.
+ */
+static napi_value backing_open (napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  session_t *s = session_of(env, argv[0]);
+  if (s == NULL || s->se == NULL || !s->passthrough) return num(env, -EOPNOTSUPP);
+  struct sf_backing_map map = { .fd = (int32_t)num_arg(env, argv[1]) };
+  int id = ioctl(s->fd, SF_BACKING_OPEN, &map);
+  return num(env, id < 0 ? -errno : id);
+}
+
+/* backingClose(session, id): the kernel's files opened through it keep it as long as they need. */
+static napi_value backing_close (napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  session_t *s = session_of(env, argv[0]);
+  uint32_t id = (uint32_t)num_arg(env, argv[1]);
+  if (s != NULL && s->se != NULL) ioctl(s->fd, SF_BACKING_CLOSE, &id);
   return NULL;
 }
 
@@ -716,6 +835,8 @@ static napi_value init_module (napi_env env, napi_value exports) {
   EXPORT("mount", mount);
   EXPORT("unmount", unmount);
   EXPORT("invalidateAttr", invalidate_attr);
+  EXPORT("backingOpen", backing_open);
+  EXPORT("backingClose", backing_close);
   EXPORT("replyErr", reply_err);
   EXPORT("replyEntry", reply_entry);
   EXPORT("replyCreate", reply_create);

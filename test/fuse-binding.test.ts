@@ -168,7 +168,7 @@ function serve (tag, mnt, top, { timeout, invalidateOnLink = false }) {
       handles.set(fh, i)
       const id = enter(parent, name, i)
       report('create', { node: parent, name, mode, flags, fh, newNode: id })
-      session.create(req, id, attrOf(i), timeout, fh, 0)
+      session.create(req, id, attrOf(i), timeout, fh, 0, 0)
     },
     read (req, id, size, offset, fh) {
       report('read', { node: id, name: nameOf(id), size, offset, fh })

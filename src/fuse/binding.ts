@@ -50,11 +50,14 @@ export interface NativeBinding {
   mount (mountpoint: string, options: string, handlers: FuseHandlers, scratch: Float64Array): NativeSession
   unmount (session: NativeSession): void
   invalidateAttr (session: NativeSession, node: number): void
+  /** A backing file's id (> 0) for passthrough, or -errno (EOPNOTSUPP: the kernel has none). */
+  backingOpen (session: NativeSession, fd: number): number
+  backingClose (session: NativeSession, id: number): void
   replyErr (req: Req, errno: number): void
   replyEntry (req: Req, node: number, entryTimeout: number, attrTimeout: number): void
-  replyCreate (req: Req, node: number, entryTimeout: number, attrTimeout: number, fh: number, openFlags: number): void
+  replyCreate (req: Req, node: number, entryTimeout: number, attrTimeout: number, fh: number, openFlags: number, backing: number): void
   replyAttr (req: Req, attrTimeout: number): void
-  replyOpen (req: Req, fh: number, openFlags: number): void
+  replyOpen (req: Req, fh: number, openFlags: number, backing: number): void
   replyBuf (req: Req, bytes: Buffer, length: number): void
   replyWrite (req: Req, count: number): void
   replyReadlink (req: Req, target: string): void

@@ -23,11 +23,24 @@ export interface Node {
    * last open changed its mtime or size (libfuse's auto_cache).
    */
   cacheValid: boolean
+  /**
+   * The file the kernel reads and writes this node's passthrough opens through, and how many
+   * such opens are left: the kernel takes one backing file per inode at a time.
+   */
+  backing: Backing | undefined
   /** The inode number of the file, as the last answer about it said. */
   ino: number
   mtime: number
   mtimeNs: number
   size: number
+}
+
+export interface Backing {
+  /** The kernel's id for it. */
+  id: number
+  /** Which file it is, as the overlay names open files (see Overlay.fileOf). */
+  file: string
+  opens: number
 }
 
 /**
@@ -139,5 +152,5 @@ function key (parent: Node, name: string): string {
 }
 
 function newNode (id: number, parent: Node | undefined, name: string): Node {
-  return { id, parent, name, attached: true, lookups: 0, opens: 0, hidden: undefined, cacheValid: false, ino: -1, mtime: -1, mtimeNs: -1, size: -1 }
+  return { id, parent, name, attached: true, lookups: 0, opens: 0, hidden: undefined, cacheValid: false, backing: undefined, ino: -1, mtime: -1, mtimeNs: -1, size: -1 }
 }

@@ -104,6 +104,49 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     } catch {}
   }
 
+  /** Open files whose reads and writes the kernel makes itself, through their node's backing file. */
+  const passedThrough = new Map<number, Node>()
+
+  /**
+   * Whether the kernel reads and writes the file just opened as `fh` itself, with no request
+   * (passthrough): its backing file's id, or 0 for requests and the page cache. The kernel takes
+   * one backing file per inode, and fails (EIO) an open that is not passthrough while others
+   * are, or passes another file through. So only a file whose data stays put is passed through
+   * (the upper file; lower ones only on a read-only stack): a lower file open for reading could
+   * otherwise not be copied up for writing. A node with files open through the page cache stays
+   * with it until they are closed, and so does one the kernel refuses (no CAP_SYS_ADMIN, a file
+   * on a stacked filesystem, a kernel before 6.9).
+   */
+  const passthrough = (node: Node, fh: number): number => {
+    const { backing } = node
+    if (backing !== undefined) {
+      if (overlay.fileOf(fh) !== backing.file) throw new StrataError('EIO', 'a node open through passthrough opened another file')
+      backing.opens++
+      passedThrough.set(fh, node)
+      return backing.id
+    }
+    const fd = overlay.passthroughFd(fh)
+    if (fd === undefined || node.opens > 0) return 0
+    const id = session().backingOpen(fd)
+    if (id <= 0) return 0
+    node.backing = { id, file: overlay.fileOf(fh), opens: 1 }
+    passedThrough.set(fh, node)
+    return id
+  }
+
+  /** The open file `fh` is closed; the last one through a backing file lets it go. */
+  const releaseBacking = (fh: number): void => {
+    const node = passedThrough.get(fh)
+    if (node?.backing === undefined) return
+    passedThrough.delete(fh)
+    if (--node.backing.opens > 0) return
+    session().backingClose(node.backing.id)
+    node.backing = undefined
+    // What the kernel kept of the file's pages before is older than what was written since.
+    node.cacheValid = false
+  }
+
+
   /** Attributes of files with several names are not cached: see `timeout`. */
   const timeout = (attr: Attr): number =>
     overlay.readOnly || attr.nlink <= 1 || (attr.mode & S_IFMT) === S_IFDIR ? CACHE_SECONDS : 0
@@ -321,12 +364,19 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         return await overlay.open(path, flags)
       }, fh => {
         const node = nodeOf(id)
+        let backing: number
+        try {
+          backing = passthrough(node, fh)
+        } catch (err) {
+          overlay.release(fh)
+          throw err
+        }
         node.opens++
         if (changesData(flags)) learnCapability(node, fh)
         // As libfuse's kernel_cache (read-only stacks) and auto_cache (writable ones).
         const keep = overlay.readOnly || node.cacheValid
         node.cacheValid = true
-        session().open(req, fh, keep ? KEEP_CACHE : 0)
+        session().open(req, fh, backing === 0 && keep ? KEEP_CACHE : 0, backing)
       })
     },
     create (req, parent, name, mode, flags) {
@@ -344,12 +394,13 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         }
       }, ({ fh, attr }) => {
         const node = nodes.add(nodeOf(parent), name)
+        const backing = passthrough(node, fh)
         node.lookups++
         node.opens++
         nodes.saw(node, attr)
         node.cacheValid = true
         noCapability.add(attr.ino)
-        session().create(req, node.id, attr, timeout(attr), fh, overlay.readOnly ? KEEP_CACHE : 0)
+        session().create(req, node.id, attr, timeout(attr), fh, backing === 0 && overlay.readOnly ? KEEP_CACHE : 0, backing)
       })
     },
     read (req, _id, size, offset, fh) {
@@ -366,6 +417,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     release (req, id, fh) {
       const at: Where = { op: 'release' }
       attempt(req, at, async () => {
+        releaseBacking(fh)
         overlay.release(fh)
         const node = nodes.get(id)
         if (node === undefined) return

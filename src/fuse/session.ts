@@ -1,6 +1,9 @@
+import { constants } from 'node:os'
 import type { Attr, Caller } from '../overlay/attr.js'
 import type { StatFs } from '../overlay/overlay.js'
 import { binding, SCRATCH, type FuseHandlers, type NativeSession, type Req } from './binding.js'
+
+const { EBADF } = constants.errno
 
 /** Open reply flags, as the C side reads them. */
 export const KEEP_CACHE = 2
@@ -45,6 +48,18 @@ export class FuseSession {
     if (!this.closed) binding.invalidateAttr(this.native, node)
   }
 
+  /**
+   * Registers the open file `fd` for passthrough: the id an open or create answer hands the
+   * kernel, which then reads and writes that file itself. A negative errno when it cannot.
+   */
+  backingOpen (fd: number): number {
+    return this.closed ? -EBADF : binding.backingOpen(this.native, fd)
+  }
+
+  backingClose (id: number): void {
+    if (!this.closed) binding.backingClose(this.native, id)
+  }
+
   err (req: Req, errno: number): void {
     if (!this.closed) binding.replyErr(req, errno)
   }
@@ -64,10 +79,11 @@ export class FuseSession {
     if (!this.closed) binding.replyEntry(req, 0, timeout, 0)
   }
 
-  create (req: Req, node: number, attr: Attr, timeout: number, fh: number, openFlags: number): void {
+  /** `backing`: a backing file's id, for passthrough; 0 for none. */
+  create (req: Req, node: number, attr: Attr, timeout: number, fh: number, openFlags: number, backing: number): void {
     if (this.closed) return
     this.setAttr(attr)
-    binding.replyCreate(req, node, timeout, timeout, fh, openFlags)
+    binding.replyCreate(req, node, timeout, timeout, fh, openFlags, backing)
   }
 
   attr (req: Req, attr: Attr, timeout: number): void {
@@ -76,8 +92,9 @@ export class FuseSession {
     binding.replyAttr(req, timeout)
   }
 
-  open (req: Req, fh: number, openFlags: number): void {
-    if (!this.closed) binding.replyOpen(req, fh, openFlags)
+  /** `backing`: a backing file's id, for passthrough; 0 for none. */
+  open (req: Req, fh: number, openFlags: number, backing = 0): void {
+    if (!this.closed) binding.replyOpen(req, fh, openFlags, backing)
   }
 
   buf (req: Req, bytes: Buffer, length = bytes.length): void {

@@ -55,6 +55,11 @@ interface Handle {
   ino: number
   /** Open on the lower data of a metadata-only copy, whose attributes are the upper's. */
   dataOnly: boolean
+  /**
+   * Its data stays in this file for as long as it is open: not a lower file that a copy-up
+   * could replace by another under the same name.
+   */
+  final: boolean
 }
 
 export interface DirEntry {
@@ -222,12 +227,13 @@ export class Overlay {
       // The disk starts on the first read now, while the kernel is still answering the open
       // and sending that read: a cold small file is then read with one wait instead of two hops.
       if (r.attr.size > 0) sys.prefetch(fd, Math.min(r.attr.size, PREFETCH_BYTES))
-      return this.addHandle(fd, r.attr.ino, !own && r.upper !== undefined && r.hidden === undefined)
+      const final = own || r.hidden !== undefined || this.readOnly
+      return this.addHandle(fd, r.attr.ino, final, !own && r.upper !== undefined && r.hidden === undefined)
     }
     const real = await this.modify(path, (flags & O_TRUNC) === 0 ? 'data' : 'none', r)
     // The kernel sends explicit offsets for appends, so O_APPEND stays off the real descriptor.
     const fd = fs.openSync(real, O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | O_SYNC | O_DSYNC)))
-    return this.addHandle(fd, r.attr.ino)
+    return this.addHandle(fd, r.attr.ino, true)
   }
 
   async create (path: string, mode: number, flags: number, caller: Caller): Promise<number> {
@@ -235,7 +241,7 @@ export class Overlay {
     await this.place(path, caller, false, real => {
       fd = fs.openSync(real, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | (flags & (O_SYNC | O_DSYNC)), mode & 0o7777)
     })
-    return this.addHandle(fd, sys.fstat(fd).ino)
+    return this.addHandle(fd, sys.fstat(fd).ino, true)
   }
 
   /**
@@ -259,6 +265,22 @@ export class Overlay {
    */
   write (fh: number, buf: Buffer, len: number, pos: number): number {
     return fs.writeSync(this.handle(fh).fd, buf, 0, len, pos)
+  }
+
+  /**
+   * The descriptor the kernel may read and write the open file `fh` through itself (FUSE
+   * passthrough), for as long as it is open: only a file whose data stays in it, never a lower
+   * file a copy-up could replace while it is open.
+   */
+  passthroughFd (fh: number): number | undefined {
+    const { fd, final } = this.handle(fh)
+    return final ? fd : undefined
+  }
+
+  /** Which file the open file `fh` reads and writes, as `dev:ino`. */
+  fileOf (fh: number): string {
+    const st = sys.fstat(this.handle(fh).fd)
+    return `${st.dev}:${st.ino}`
   }
 
   release (fh: number): void {
@@ -609,8 +631,8 @@ export class Overlay {
     }
   }
 
-  private addHandle (fd: number, ino: number, dataOnly = false): number {
-    this.handles.set(fd, { fd, ino, dataOnly })
+  private addHandle (fd: number, ino: number, final: boolean, dataOnly = false): number {
+    this.handles.set(fd, { fd, ino, dataOnly, final })
     return fd
   }
 
