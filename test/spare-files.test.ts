@@ -1,7 +1,7 @@
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, appendFileSync, chmodSync, chownSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createLogger } from '../src/log.js'
 import { SpareFiles } from '../src/overlay/spare-files.js'
 import { llistxattr, lsetxattr } from '../src/sys/index.js'
@@ -24,17 +24,20 @@ async function until (what: string, cond: () => boolean): Promise<void> {
   throw new Error(`timed out waiting until ${what}`)
 }
 
-t.test('spare files: used by copy-ups, made again when idle, kept across mounts', async t => {
+/** Empty lower, upper, work and mount dirs, gone after the test (once nothing is mounted). */
+function dirs (t: Test): { lower: string, upper: string, work: string, mnt: string } {
   const base = mkdtempSync(join(tmpdir(), 'spares-'))
-  const lower = join(base, 'lower')
-  const upper = join(base, 'upper')
-  const work = join(base, 'work')
-  const mnt = join(base, 'mnt')
-  for (const d of [lower, upper, work, mnt]) mkdirSync(d)
+  const d = { lower: join(base, 'lower'), upper: join(base, 'upper'), work: join(base, 'work'), mnt: join(base, 'mnt') }
+  for (const dir of Object.values(d)) mkdirSync(dir)
   t.teardown(() => {
-    unmountFuse(mnt)
-    if (!isMounted(mnt)) rmSync(base, { recursive: true, force: true })
+    unmountFuse(d.mnt)
+    if (!isMounted(d.mnt)) rmSync(base, { recursive: true, force: true })
   })
+  return d
+}
+
+t.test('spare files: used by copy-ups, made again when idle, kept across mounts', async t => {
+  const { lower, upper, work, mnt } = dirs(t)
   const n = SUPPLY + 16
   for (let i = 0; i < n; i++) {
     writeFileSync(join(lower, `f${i}`), `content ${i}\n`)
@@ -111,16 +114,7 @@ t.test('no spare is made while a copy-up is under way, however long it takes', a
 })
 
 t.test('a copy-up gives its file the lower owner, whatever group the spares got', async t => {
-  const base = mkdtempSync(join(tmpdir(), 'spares-gid-'))
-  const lower = join(base, 'lower')
-  const upper = join(base, 'upper')
-  const work = join(base, 'work')
-  const mnt = join(base, 'mnt')
-  for (const d of [lower, upper, work, mnt]) mkdirSync(d)
-  t.teardown(() => {
-    unmountFuse(mnt)
-    if (!isMounted(mnt)) rmSync(base, { recursive: true, force: true })
-  })
+  const { lower, upper, work, mnt } = dirs(t)
   // A setgid work dir passes its group on to the spares made in it: they are not the server's
   // group, so a copy-up cannot take a spare's owner for granted.
   const group = 4321
