@@ -104,6 +104,8 @@ export class Overlay {
   private readonly upper: Upper | undefined
   private readonly copyUp: CopyUp | undefined
   private readonly handles = new Map<number, Handle>()
+  /** Open files on lower data, by the inode number of their name: a copy-up moves them on. */
+  private readonly onLower = new Map<number, Set<number>>()
   private readonly hidden = new Map<string, Hidden>()
   /** Upper inode → its hidden names in the work dir, which are no links of the merged view's. */
   private readonly hiddenLinks = new Map<number, number>()
@@ -287,7 +289,38 @@ export class Overlay {
     const handle = this.handles.get(fh)
     if (handle === undefined) return
     this.handles.delete(fh)
+    this.forgetOnLower(handle, fh)
     fs.closeSync(handle.fd)
+  }
+
+  private forgetOnLower (handle: Handle, fh: number): void {
+    if (handle.final) return
+    const open = this.onLower.get(handle.ino)
+    open?.delete(fh)
+    if (open?.size === 0) this.onLower.delete(handle.ino)
+  }
+
+  /**
+   * The data of the name with inode number `ino` is now the upper file `real`: files open on its
+   * lower data read that from now on, as on kernel overlayfs, which reopens a copied-up file's
+   * descriptors. Each keeps its number (and so its handle) and its position.
+   */
+  private moveOnLower (ino: number, real: string): void {
+    const open = this.onLower.get(ino)
+    if (open === undefined) return
+    this.onLower.delete(ino)
+    for (const fh of open) {
+      const handle = this.handles.get(fh)
+      if (handle === undefined) continue
+      const fd = fs.openSync(real, O_RDONLY | O_NOFOLLOW)
+      try {
+        sys.dup2(fd, handle.fd)
+      } finally {
+        fs.closeSync(fd)
+      }
+      handle.final = true
+      handle.dataOnly = false
+    }
   }
 
   async fsync (fh: number, datasync: boolean): Promise<void> {
@@ -576,7 +609,9 @@ export class Overlay {
       return hidden.real
     }
     await copyUp.file(path, need, { upper: r.upper })
-    return upper.real(path)
+    const real = upper.real(path)
+    if (need !== 'meta') this.moveOnLower(r.attr.ino, real)
+    return real
   }
 
   /**
@@ -633,6 +668,11 @@ export class Overlay {
 
   private addHandle (fd: number, ino: number, final: boolean, dataOnly = false): number {
     this.handles.set(fd, { fd, ino, dataOnly, final })
+    if (!final) {
+      const open = this.onLower.get(ino) ?? new Set<number>()
+      open.add(fd)
+      this.onLower.set(ino, open)
+    }
     return fd
   }
 

@@ -10,3 +10,4 @@ export { renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT } from '.
 export { copyData, type CopyMethod } from './copy.js'
 export { preadCached, prefetch } from './read.js'
 export { truncate } from './truncate.js'
+export { dup2 } from './dup2.js'
