@@ -146,7 +146,6 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     node.cacheValid = false
   }
 
-
   /** Attributes of files with several names are not cached: see `timeout`. */
   const timeout = (attr: Attr): number =>
     overlay.readOnly || attr.nlink <= 1 || (attr.mode & S_IFMT) === S_IFDIR ? CACHE_SECONDS : 0

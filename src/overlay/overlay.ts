@@ -303,7 +303,7 @@ export class Overlay {
   /**
    * The data of the name with inode number `ino` is now the upper file `real`: files open on its
    * lower data read that from now on, as on kernel overlayfs, which reopens a copied-up file's
-   * descriptors. Each keeps its number (and so its handle) and its position.
+   * descriptors. Each keeps its number, which is its handle (reads give their offsets).
    */
   private moveOnLower (ino: number, real: string): void {
     const open = this.onLower.get(ino)
