@@ -41,7 +41,7 @@ enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_RDEV, A_SIZE, A_BLOCKS, A_BLKSIZE
 enum { OPS(OP_ENUM) OP_COUNT };
 static const char *op_names[] = { OPS(OP_NAME) };
 
-typedef struct session_s {
+typedef struct {
   napi_env env;
   napi_ref handlers[OP_COUNT];
   napi_ref scratch_ref;
@@ -64,7 +64,6 @@ typedef struct session_s {
   int passthrough;
   /* The backing file the next open or create answer hands the kernel (0: none). */
   int32_t reply_backing;
-  struct session_s *next;
 } session_t;
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, #call " failed"); return NULL; } } while (0)
@@ -126,7 +125,7 @@ static void call (session_t *s, int op, fuse_req_t req, size_t argc, napi_value 
  * FUSE passthrough (Linux 6.9+): an open file's reads, writes and mmaps go to a file of ours
  * (its backing file) inside the kernel, with no request. libfuse 3.14 predates it, so the
  * session does its two parts of the protocol itself, in the I/O functions libfuse calls for
- * every read and write of /dev/fuse: it switches passthrough on in libfuse's answer to INIT when
+ * every read and write of /dev/fuse (their userdata is the session's): it switches passthrough on in libfuse's answer to INIT when
  * the kernel offers it, and writes the backing file's id into the answer to an open or create.
  */
 #define SF_FUSE_PASSTHROUGH_FLAG2 (1u << (37 - 32))
@@ -137,23 +136,13 @@ struct sf_backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
 #define SF_BACKING_OPEN _IOW(229, 1, struct sf_backing_map)
 #define SF_BACKING_CLOSE _IOW(229, 2, uint32_t)
 
-static session_t *sessions;
-
-static session_t *session_of_fd (int fd) {
-  for (session_t *s = sessions; s != NULL; s = s->next) if (s->fd == fd) return s;
-  return NULL;
-}
-
 static ssize_t io_read (int fd, void *buf, size_t len, void *userdata) {
-  (void)userdata;
+  session_t *s = userdata;
   ssize_t n = read(fd, buf, len);
   const struct fuse_in_header *in = buf;
   if (n >= (ssize_t)(sizeof *in + sizeof(struct fuse_init_in)) && in->opcode == FUSE_INIT) {
     const struct fuse_init_in *arg = (const void *)(in + 1);
-    session_t *s = session_of_fd(fd);
-    if (s != NULL) {
-      s->init_offers_passthrough = (arg->flags & FUSE_INIT_EXT) != 0 && (arg->flags2 & SF_FUSE_PASSTHROUGH_FLAG2) != 0;
-    }
+    s->init_offers_passthrough = (arg->flags & FUSE_INIT_EXT) != 0 && (arg->flags2 & SF_FUSE_PASSTHROUGH_FLAG2) != 0;
   }
   return n;
 }
@@ -165,9 +154,8 @@ static void *tail (struct iovec *iov, int count, size_t len) {
 }
 
 static ssize_t io_writev (int fd, struct iovec *iov, int count, void *userdata) {
-  (void)userdata;
-  session_t *s = session_of_fd(fd);
-  if (s != NULL && s->init_offers_passthrough && count == 2 && iov[1].iov_len >= sizeof(struct fuse_init_out)) {
+  session_t *s = userdata;
+  if (s->init_offers_passthrough && count == 2 && iov[1].iov_len >= sizeof(struct fuse_init_out)) {
     struct fuse_init_out *out = iov[1].iov_base;
     s->init_offers_passthrough = 0;
     if ((out->flags & FUSE_INIT_EXT) != 0 && (out->flags & FUSE_WRITEBACK_CACHE) == 0) {
@@ -175,7 +163,7 @@ static ssize_t io_writev (int fd, struct iovec *iov, int count, void *userdata) 
       out->unused[0] = SF_MAX_STACK_DEPTH;
       s->passthrough = 1;
     }
-  } else if (s != NULL && s->reply_backing > 0) {
+  } else if (s->reply_backing > 0) {
     struct fuse_open_out *open = tail(iov, count, sizeof *open);
     if (open != NULL) {
       open->open_flags |= SF_FOPEN_PASSTHROUGH;
@@ -567,8 +555,6 @@ static napi_value mount (napi_env env, napi_callback_info info) {
 
   s->fd = fuse_session_fd(s->se);
   fuse_session_custom_io(s->se, &io, s->fd);
-  s->next = sessions;
-  sessions = s;
   for (int i = 0; i < OP_COUNT; i++) napi_create_reference(env, fns[i], 1, &s->handlers[i]);
   napi_create_reference(env, argv[3], 1, &s->scratch_ref);
   napi_create_reference(env, argv[2], 1, &s->resource);
@@ -596,12 +582,6 @@ static void end_session (session_t *s) {
   napi_env env = s->env;
   s->unmount_pending = 0;
   stop_polling(s);
-  for (session_t **p = &sessions; *p != NULL; p = &(*p)->next) {
-    if (*p == s) {
-      *p = s->next;
-      break;
-    }
-  }
   fuse_session_unmount(s->se);
   fuse_session_destroy(s->se);
   s->se = NULL;
