@@ -16,7 +16,7 @@ import { diffTrees, snapshot, type Tree } from './lib/tree.js'
  * merged trees must agree after every batch, and at the end so must the two upper directories,
  * whiteouts and opaque markers included. Then each upper is mounted by the other implementation.
  *
- * Replay one seed: STRATAFS_SEED=<n> npx tap test/differential.test.ts
+ * Replay one seed: STRATAFS_SEED=<n> [STRATAFS_DIFF_EXCHANGE=1] npx tap test/differential.test.ts
  * (STRATAFS_DIFF_OPS, STRATAFS_DIFF_SKIP and STRATAFS_DIFF_LOG are described below.)
  */
 
@@ -151,7 +151,7 @@ class MtimeMask {
     const effect = mtimeEffect(op)
     for (const ino of this.before) this.inos.add(ino)
     for (const p of effect.names) this.paths.add(p)
-    if (effect.subtree !== undefined) this.subtrees.add(effect.subtree)
+    for (const p of effect.subtrees) this.subtrees.add(p)
     for (const p of effect.contentOf) {
       const ino = inoOf(join(kernelRoot, p), true)
       if (ino !== undefined) this.inos.add(ino)
@@ -228,18 +228,31 @@ function umount (mnt: string): number | null {
  */
 const FOUND = [1892886566, 426981070]
 
-/** Seeds: STRATAFS_SEED alone when given (a replay), else fixed ones plus one new per run. */
-function seeds (): number[] {
+interface Run {
+  seed: number
+  /** Also RENAME_EXCHANGE: seeds recorded before it existed run without it, as they were found. */
+  exchange: boolean
+}
+
+/**
+ * STRATAFS_SEED alone when given (a replay; STRATAFS_DIFF_EXCHANGE=1 for a run with exchanges),
+ * else fixed seeds plus one new per run.
+ */
+function runs (): Run[] {
   const env = process.env.STRATAFS_SEED
-  if (env !== undefined && env !== '') return [Number(env)]
-  return [1, 2, 3, ...FOUND, Math.floor(Math.random() * 2 ** 31)]
+  if (env !== undefined && env !== '') return [{ seed: Number(env), exchange: process.env.STRATAFS_DIFF_EXCHANGE === '1' }]
+  return [
+    ...[1, 2, 3, ...FOUND].map((seed) => ({ seed, exchange: false })),
+    ...[4, Math.floor(Math.random() * 2 ** 31)].map((seed) => ({ seed, exchange: true }))
+  ]
 }
 
 const labels: [string, string] = ['kernel', 'stratafs']
 
-for (const seed of seeds()) {
-  t.test(`seed ${seed}`, async (t) => {
-    t.comment(`replay: STRATAFS_SEED=${seed} npx tap test/differential.test.ts`)
+for (const { seed, exchange } of runs()) {
+  const replay = `STRATAFS_SEED=${seed}${exchange ? ' STRATAFS_DIFF_EXCHANGE=1' : ''}`
+  t.test(`seed ${seed}${exchange ? ', with exchanges' : ''}`, async (t) => {
+    t.comment(`replay: ${replay} npx tap test/differential.test.ts`)
     const base = mkdtempSync(join(tmpdir(), 'sdiff-'))
     t.teardown(() => rmSync(base, { recursive: true, force: true }))
     const lowers = LAYERS.map((spec, i) => {
@@ -255,7 +268,7 @@ for (const seed of seeds()) {
     const initial = diffTrees(snapshot(kmnt), snapshot(smnt), { names: labels, ignoreGhosts: 'a' })
     t.same(initial, [], 'the two mounts start out equal')
 
-    const gen = new OpGenerator(seed, [...new Set(lowers.flatMap((l) => lowerPaths(l)))])
+    const gen = new OpGenerator(seed, [...new Set(lowers.flatMap((l) => lowerPaths(l)))], { exchange })
     const mask = new MtimeMask()
     const log: string[] = []
     const tail = (): string => log.slice(-TAIL).join('\n')
@@ -275,7 +288,7 @@ for (const seed of seeds()) {
       if (kres !== sres) {
         failed = true
         t.fail(`seed ${seed} op #${i}: ${describeOp(op)}: kernel ${kres}, stratafs ${sres}`, {
-          diagnostic: true, seed, op: i, replay: `STRATAFS_SEED=${seed}`, tail: tail(), samePaths: history([op.path])
+          diagnostic: true, seed, op: i, replay, tail: tail(), samePaths: history([op.path])
         })
         break
       }
@@ -290,7 +303,7 @@ for (const seed of seeds()) {
           failed = true
           const paths = diff.slice(0, 5).map((d) => d.slice(1, d.indexOf(':')))
           t.fail(`seed ${seed}: merged trees differ after op #${i}`, {
-            diagnostic: true, seed, op: i, replay: `STRATAFS_SEED=${seed}`, diff: diff.slice(0, 40).join('\n'),
+            diagnostic: true, seed, op: i, replay, diff: diff.slice(0, 40).join('\n'),
             samePaths: history(paths), tail: tail()
           })
         }

@@ -122,6 +122,15 @@ export class NodeTable {
     this.byName.set(key(parent, name), node)
   }
 
+  /** A RENAME_EXCHANGE: each node takes the other's name, either may be unknown. */
+  exchange (a: { parent: Node, name: string }, b: { parent: Node, name: string }): void {
+    const nodeA = this.child(a.parent, a.name)
+    const nodeB = this.child(b.parent, b.name)
+    if (nodeA !== undefined) this.detach(nodeA)
+    if (nodeB !== undefined) this.move(nodeB, a.parent, a.name)
+    if (nodeA !== undefined) this.move(nodeA, b.parent, b.name)
+  }
+
   /**
    * A file removed while open loses its name but stays reachable by a key until its last close:
    * with a NUL in it, no path a user makes can ever be it (libfuse's `.fuse_hidden*` names can).

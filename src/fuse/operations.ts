@@ -12,6 +12,7 @@ import { CACHE_DIR, KEEP_CACHE, type FuseSession } from './session.js'
 
 const { ENODATA, ERANGE, EINVAL } = os.constants.errno
 const RENAME_NOREPLACE = 1
+const RENAME_EXCHANGE = 2
 
 /** Lower layers never change and every change to a name comes through us: the kernel may cache. */
 const CACHE_SECONDS = 86400
@@ -337,8 +338,8 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
       }, () => session().ok(req))
     },
     rename (req, parent, name, newParent, newName, flags) {
-      // RENAME_EXCHANGE and RENAME_WHITEOUT are not supported (README: where stratafs differs).
-      if ((flags & ~RENAME_NOREPLACE) !== 0) {
+      // RENAME_WHITEOUT is the kernel's own, refused by kernel overlayfs too.
+      if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) !== 0) {
         session().err(req, EINVAL)
         return
       }
@@ -348,6 +349,11 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         const dst = childPathOf(newParent, newName)
         const from = nodeOf(parent)
         const to = nodeOf(newParent)
+        if (flags === RENAME_EXCHANGE) {
+          await overlay.exchange(path, dst)
+          nodes.exchange({ parent: from, name }, { parent: to, name: newName })
+          return
+        }
         const noReplace = flags === RENAME_NOREPLACE
         const replaced = noReplace ? undefined : nodes.child(to, newName)
         if (replaced !== undefined && replaced.opens > 0 && replaced !== nodes.child(from, name)) await hide(replaced, dst)

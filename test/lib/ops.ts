@@ -6,7 +6,7 @@ import {
 } from 'node:fs'
 import { join } from 'node:path'
 import { errorCode } from '../../src/errors.js'
-import { lremovexattr, lsetxattr, lutimens, makedev, mknod, XATTR_CREATE } from '../../src/sys/index.js'
+import { lremovexattr, lsetxattr, lutimens, makedev, mknod, renameat2, RENAME_EXCHANGE, XATTR_CREATE } from '../../src/sys/index.js'
 import { prng, type Timespec } from './layer-builder.js'
 
 /**
@@ -34,6 +34,7 @@ export type Op =
   | { kind: 'unlink'; path: string }
   | { kind: 'rmdir'; path: string }
   | { kind: 'rename'; path: string; to: string }
+  | { kind: 'exchange'; path: string; to: string }
   | { kind: 'unlinkOpen'; path: string; data: number }
   | { kind: 'fsync'; path: string; data: number }
   | { kind: 'statfs'; path: string }
@@ -171,6 +172,9 @@ export function applyOp (root: string, op: Op): string {
       case 'rename':
         renameSync(p, join(root, op.to))
         return 'ok'
+      case 'exchange':
+        renameat2(p, join(root, op.to), RENAME_EXCHANGE)
+        return 'ok'
       case 'unlinkOpen': {
         const fd = openSync(p, O_RDWR | O_NONBLOCK)
         try {
@@ -230,14 +234,14 @@ export interface MtimeEffect {
   made: string[]
   /** Paths (directories, or names that become whiteouts) whose own mtime becomes the current time. */
   names: string[]
-  /** A subtree moved: everything under it counts as changed. */
-  subtree?: string
+  /** Subtrees moved: everything under them counts as changed. */
+  subtrees: string[]
   /** Paths whose mtime the operation set explicitly. */
   set: string[]
 }
 
 export function mtimeEffect (op: Op): MtimeEffect {
-  const none: MtimeEffect = { contentOf: [], made: [], names: [], set: [] }
+  const none: MtimeEffect = { contentOf: [], made: [], names: [], set: [], subtrees: [] }
   switch (op.kind) {
     // An append opens with O_CREAT: it may make the file, and so change its directory.
     case 'create': case 'fsync': case 'append':
@@ -256,7 +260,9 @@ export function mtimeEffect (op: Op): MtimeEffect {
       // It writes through its descriptor: the file's other hard links see that mtime too.
       return { ...none, contentOf: [op.path], names: [op.path, parentOf(op.path)] }
     case 'rename':
-      return { ...none, names: [op.path, parentOf(op.path), parentOf(op.to)], subtree: op.to }
+      return { ...none, names: [op.path, parentOf(op.path), parentOf(op.to)], subtrees: [op.to] }
+    case 'exchange':
+      return { ...none, names: [parentOf(op.path), parentOf(op.to)], subtrees: [op.path, op.to] }
     default:
       return none
   }
@@ -273,7 +279,13 @@ const WEIGHTS: Array<[OpKind, number]> = [
   ['utimens', 5], ['setxattr', 5], ['removexattr', 3], ['mkdir', 6], ['mknod', 2], ['symlink', 3], ['link', 4],
   ['unlink', 8], ['rmdir', 5], ['rename', 10], ['unlinkOpen', 3], ['fsync', 2], ['statfs', 1], ['read', 4], ['readdir', 3]
 ]
-const TOTAL = WEIGHTS.reduce((s, [, w]) => s + w, 0)
+/** Kinds only some runs generate: seeds recorded before a kind existed keep their sequences. */
+const OPTIONAL_WEIGHTS: Array<[OpKind, number]> = [['exchange', 6]]
+
+export interface GeneratorOptions {
+  /** Also renameat2 RENAME_EXCHANGE. */
+  exchange?: boolean
+}
 
 /**
  * A seeded source of operations over a tree's current entries plus fresh names. Names that once
@@ -284,10 +296,14 @@ export class OpGenerator {
   private readonly rnd: () => number
   private readonly known = new Set<string>()
   private counter = 0
+  private readonly weights: Array<[OpKind, number]>
+  private readonly total: number
 
-  constructor (seed: number, known: Iterable<string> = []) {
+  constructor (seed: number, known: Iterable<string> = [], opts: GeneratorOptions = {}) {
     this.rnd = prng(seed)
     for (const k of known) this.known.add(k)
+    this.weights = opts.exchange === true ? [...WEIGHTS, ...OPTIONAL_WEIGHTS] : WEIGHTS
+    this.total = this.weights.reduce((s, [, w]) => s + w, 0)
   }
 
   private pick<T> (xs: readonly T[]): T {
@@ -330,9 +346,9 @@ export class OpGenerator {
 
   next (view: ViewEntry[]): Op {
     for (const e of view) this.known.add(e.path)
-    let r = this.rnd() * TOTAL
+    let r = this.rnd() * this.total
     let kind: OpKind = 'create'
-    for (const [k, w] of WEIGHTS) {
+    for (const [k, w] of this.weights) {
       if (r < w) { kind = k; break }
       r -= w
     }
@@ -383,6 +399,9 @@ export class OpGenerator {
         const from = this.existing(view, dir ? ['dir'] : ['file', 'symlink', 'other'])
         return { kind, path: from, to: this.target(view, dir ? ['dir'] : ['file', 'symlink', 'other']) }
       }
+      case 'exchange':
+        // Mostly two existing names of any types; sometimes a missing one.
+        return { kind, path: this.existing(view, ['file', 'dir', 'symlink', 'other']), to: this.existing(view, ['file', 'dir', 'symlink', 'other']) }
       case 'statfs':
         return { kind, path: this.existing(view, ['dir', 'file']) }
       case 'read':
