@@ -35,7 +35,7 @@ enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_RDEV, A_SIZE, A_BLOCKS, A_BLKSIZE
 #define OPS(X) X(init) X(lookup) X(forget) X(getattr) X(setattr) X(readlink) X(mknod) X(mkdir) \
   X(unlink) X(rmdir) X(symlink) X(rename) X(link) X(open) X(read) X(write) X(release) X(fsync) \
   X(opendir) X(readdir) X(releasedir) X(statfs) X(setxattr) X(getxattr) X(listxattr) \
-  X(removexattr) X(create) X(exit)
+  X(removexattr) X(create) X(fallocate) X(lseek) X(exit)
 #define OP_ENUM(name) OP_##name,
 #define OP_NAME(name) #name,
 enum { OPS(OP_ENUM) OP_COUNT };
@@ -359,6 +359,17 @@ static void ll_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode
   CALL(create, num(env, parent), str(env, name), num(env, mode), num(env, fi->flags));
 }
 
+static void ll_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(fallocate, num(env, ino), num(env, mode), num(env, offset), num(env, length), num(env, fi->fh));
+}
+
+/* The kernel asks only for SEEK_DATA and SEEK_HOLE; it answers the other whences itself. */
+static void ll_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(lseek, num(env, ino), num(env, off), num(env, whence), num(env, fi->fh));
+}
+
 static const struct fuse_lowlevel_ops ll_ops = {
   .init = ll_init,
   .lookup = ll_lookup,
@@ -388,6 +399,8 @@ static const struct fuse_lowlevel_ops ll_ops = {
   .listxattr = ll_listxattr,
   .removexattr = ll_removexattr,
   .create = ll_create,
+  .fallocate = ll_fallocate,
+  .lseek = ll_lseek,
 };
 
 static void end_session (session_t *s);
@@ -765,7 +778,7 @@ static napi_value reply_buf (napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* replyWrite(req, count) and replyXattr(req, size): replies that carry one size. */
+/* replyWrite(req, count), replyXattr(req, size), replyLseek(req, offset): replies that carry one number. */
 #define SIZE_REPLY(name, reply) \
   static napi_value name (napi_env env, napi_callback_info info) { \
     napi_value argv[2]; \
@@ -776,6 +789,7 @@ static napi_value reply_buf (napi_env env, napi_callback_info info) {
 
 SIZE_REPLY(reply_write, fuse_reply_write)
 SIZE_REPLY(reply_xattr, fuse_reply_xattr)
+SIZE_REPLY(reply_lseek, fuse_reply_lseek)
 
 static napi_value reply_readlink (napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -826,6 +840,7 @@ static napi_value init_module (napi_env env, napi_value exports) {
   EXPORT("replyWrite", reply_write);
   EXPORT("replyReadlink", reply_readlink);
   EXPORT("replyXattr", reply_xattr);
+  EXPORT("replyLseek", reply_lseek);
   EXPORT("replyStatfs", reply_statfs);
   return exports;
 }

@@ -129,6 +129,8 @@ function serve (tag, mnt, top, { timeout, invalidateOnLink = false }) {
     rename (req) { session.err(req, ENOSYS) },
     fsync (req) { session.err(req, ENOSYS) },
     removexattr (req) { session.err(req, ENOSYS) },
+    fallocate (req) { session.err(req, ENOSYS) },
+    lseek (req) { session.err(req, ENOSYS) },
     unlink (req, parent, name) {
       report('unlink', { node: parent, name })
       const dir = inodeOf(parent)

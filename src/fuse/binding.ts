@@ -40,6 +40,10 @@ export interface FuseHandlers {
   listxattr (req: Req, node: number, size: number): void
   removexattr (req: Req, node: number, name: string): void
   create (req: Req, parent: number, name: string, mode: number, flags: number): void
+  /** `mode`: fallocate(2)'s FALLOC_FL_KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE, as the kernel passes them. */
+  fallocate (req: Req, node: number, mode: number, offset: number, length: number, fh: number): void
+  /** `whence`: SEEK_DATA or SEEK_HOLE. */
+  lseek (req: Req, node: number, offset: number, whence: number, fh: number): void
 }
 
 declare const session: unique symbol
@@ -62,6 +66,7 @@ export interface NativeBinding {
   replyWrite (req: Req, count: number): void
   replyReadlink (req: Req, target: string): void
   replyXattr (req: Req, size: number): void
+  replyLseek (req: Req, offset: number): void
   replyStatfs (req: Req): void
 }
 

@@ -436,6 +436,12 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     fsync (req, _id, datasync, fh) {
       attempt(req, { op: 'fsync' }, async () => await overlay.fsync(fh, datasync !== 0), () => session().ok(req))
     },
+    fallocate (req, _id, mode, offset, length, fh) {
+      attempt(req, { op: 'fallocate' }, () => overlay.fallocate(fh, mode, offset, length), () => session().ok(req))
+    },
+    lseek (req, _id, offset, whence, fh) {
+      attempt(req, { op: 'lseek' }, () => overlay.seek(fh, offset, whence), at => session().offset(req, at))
+    },
     opendir (req, id) {
       attempt(req, { op: 'opendir' }, () => nodeOf(id), node => {
         const fh = nextDirHandle++

@@ -109,6 +109,10 @@ export class FuseSession {
     if (!this.closed) binding.replyReadlink(req, target)
   }
 
+  offset (req: Req, offset: number): void {
+    if (!this.closed) binding.replyLseek(req, offset)
+  }
+
   xattrSize (req: Req, size: number): void {
     if (!this.closed) binding.replyXattr(req, size)
   }

@@ -226,9 +226,11 @@ export class Overlay {
       const fd = own
         ? fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW)
         : fs.openSync(this.dataOf(path, r), O_RDONLY | O_NOFOLLOW | O_NOATIME)
-      // The disk starts on the first read now, while the kernel is still answering the open
-      // and sending that read: a cold small file is then read with one wait instead of two hops.
-      if (r.attr.size > 0) sys.prefetch(fd, Math.min(r.attr.size, PREFETCH_BYTES))
+      // The disk starts on the first read of lower data now, while the kernel is still answering
+      // the open and sending that read: a cold small file is then read with one wait instead of
+      // two hops. Upper files are read by the kernel itself (passthrough), and reading ahead would
+      // make their preallocated blocks count as data for SEEK_DATA.
+      if (!own && r.attr.size > 0) sys.prefetch(fd, Math.min(r.attr.size, PREFETCH_BYTES))
       const final = own || r.hidden !== undefined || this.readOnly
       return this.addHandle(fd, r.attr.ino, final, !own && r.upper !== undefined && r.hidden === undefined)
     }
@@ -334,6 +336,16 @@ export class Overlay {
 
   ftruncate (fh: number, size: number): void {
     fs.ftruncateSync(this.handle(fh).fd, size)
+  }
+
+  /** fallocate(2) on an open file: the kernel sends it only for files open for writing, which are upper files. */
+  fallocate (fh: number, mode: number, offset: number, length: number): void {
+    sys.fallocate(this.handle(fh).fd, mode, offset, length)
+  }
+
+  /** SEEK_DATA or SEEK_HOLE in an open file, upper or lower: where its data and holes are. */
+  seek (fh: number, offset: number, whence: number): number {
+    return sys.lseek(this.handle(fh).fd, offset, whence)
   }
 
   async truncate (path: string, size: number): Promise<void> {

@@ -1,13 +1,11 @@
 import { read, write, ftruncateSync } from 'node:fs'
 import { promisify } from 'node:util'
-import { check, koffi, libc, sysError } from './libc.js'
+import { koffi, libc, sysError, type SysError } from './libc.js'
+import { lseek, SEEK_DATA, SEEK_HOLE, SEEK_SET } from './seek.js'
 
 export type CopyMethod = 'reflink' | 'copy_file_range' | 'buffered'
 
 const FICLONE = 0x40049409
-const SEEK_SET = 0
-const SEEK_DATA = 3
-const SEEK_HOLE = 4
 /** Large enough to keep syscall overhead negligible, small enough to spread across the pool. */
 const CHUNK = 16 * 1024 * 1024
 const BUFFERED_CHUNK = 1024 * 1024
@@ -18,7 +16,6 @@ const BUFFERED_CHUNK = 1024 * 1024
 const SYNC_LIMIT = 1024 * 1024
 
 const ioctl = libc.func('int ioctl(int fd, unsigned long request, int arg)')
-const lseek = libc.func('int64_t lseek(int fd, int64_t offset, int whence)')
 const copyFileRange = libc.func('long copy_file_range(int fd_in, void *off_in, int fd_out, void *off_out, size_t len, unsigned int flags)')
 
 const readAsync = promisify(read)
@@ -46,15 +43,17 @@ function copyChunk (srcFd: number, dstFd: number, len: number): Promise<number> 
 function* extents (fd: number, size: number): Generator<[number, number]> {
   let pos = 0
   while (pos < size) {
-    const start = Number(lseek(fd, pos, SEEK_DATA))
-    if (start < 0) {
-      const errno = koffi.errno()
+    let start: number
+    try {
+      start = lseek(fd, pos, SEEK_DATA)
+    } catch (err) {
+      const { errno } = err as SysError
       if (errno === ENXIO) return
       // Filesystems without SEEK_DATA: the whole rest is data.
       if (errno === EINVAL) { yield [pos, size]; return }
-      throw sysError('lseek', errno)
+      throw err
     }
-    const end = Math.min(Number(check(Number(lseek(fd, start, SEEK_HOLE)), 'lseek')), size)
+    const end = Math.min(lseek(fd, start, SEEK_HOLE), size)
     if (end > start) yield [start, end]
     pos = end
   }
@@ -75,8 +74,8 @@ async function bufferedRange (srcFd: number, dstFd: number, start: number, end: 
 /** Returns false when the kernel cannot copy between these files and the caller should buffer. */
 async function kernelRange (srcFd: number, dstFd: number, start: number, end: number, seek: boolean): Promise<boolean> {
   if (seek) {
-    check(Number(lseek(srcFd, start, SEEK_SET)), 'lseek')
-    check(Number(lseek(dstFd, start, SEEK_SET)), 'lseek')
+    lseek(srcFd, start, SEEK_SET)
+    lseek(dstFd, start, SEEK_SET)
   }
   let pos = start
   while (pos < end) {

@@ -10,4 +10,6 @@ export { renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT } from '.
 export { copyData, type CopyMethod } from './copy.js'
 export { preadCached, prefetch } from './read.js'
 export { truncate } from './truncate.js'
+export { fallocate } from './fallocate.js'
+export { lseek, SEEK_DATA, SEEK_HOLE } from './seek.js'
 export { dup2 } from './dup2.js'

@@ -1,0 +1,8 @@
+import { check, libc } from './libc.js'
+
+const fallocateFn = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t length)')
+
+/** fallocate(2), which Node does not offer; `mode` as the kernel's FALLOC_FL_* bits. */
+export function fallocate (fd: number, mode: number, offset: number, length: number): void {
+  check(fallocateFn(fd, mode, offset, length), 'fallocate')
+}
