@@ -495,7 +495,8 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
       })
     },
     listxattr (req, id, size) {
-      attempt(req, { op: 'listxattr' }, () => overlay.listxattr(pathOf(id)),
+      const who = session().caller()
+      attempt(req, { op: 'listxattr' }, () => overlay.listxattr(pathOf(id), who),
         names => xattrReply(req, size, Buffer.from(names.map(n => n + '\0').join(''), 'utf8')))
     },
     removexattr (req, id, name) {

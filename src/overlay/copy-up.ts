@@ -10,7 +10,8 @@ import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from './mode.js'
 import { InodeMap } from './inode-map.js'
 import { lowerDataPath } from './materialize.js'
 import { NEW_FILE, SpareFiles, type Owner } from './spare-files.js'
-import { type Upper, isPrivateXattr, parentOf } from './upper.js'
+import { type Upper, parentOf } from './upper.js'
+import { isPrivateXattr } from './xattr-names.js'
 
 /**
  * How much of a file a change needs in the upper: everything, nothing of its data (it is about

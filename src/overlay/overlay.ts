@@ -9,7 +9,8 @@ import { CopyUp, type CopyNeed } from './copy-up.js'
 import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
 import { lowerDataPath } from './materialize.js'
 import { S_ISGID, isDirMode, isLinkMode } from './mode.js'
-import { Upper, isPrivateXattr, parentOf } from './upper.js'
+import { Upper, parentOf } from './upper.js'
+import { realXattrName, shownXattrName } from './xattr-names.js'
 
 export interface OverlayOptions {
   lower: LowerIndex
@@ -86,6 +87,8 @@ const O_ACCMODE = 3
 
 /** The ACL a directory passes on to the names made in it. */
 export const DEFAULT_ACL = 'system.posix_acl_default'
+/** xattrs only a privileged process may see (the kernel needs CAP_SYS_ADMIN). */
+const TRUSTED_PREFIX = 'trusted.'
 
 /** An open that may change the file's data, so works on an upper copy (`open`'s copy-up). */
 export function changesData (flags: number): boolean {
@@ -186,8 +189,7 @@ export class Overlay {
 
   /** An xattr's value; undefined when the name has none (ENODATA), the common answer. */
   getxattr (path: string, name: string): Buffer | undefined {
-    const r = this.resolve(path)
-    return isPrivateXattr(name) ? undefined : sys.lgetxattr(this.realOf(path, r), name)
+    return sys.lgetxattr(this.realOf(path, this.resolve(path)), realXattrName(name))
   }
 
   /**
@@ -197,11 +199,17 @@ export class Overlay {
   fgetxattr (fh: number, name: string): Buffer | undefined {
     const handle = this.handle(fh)
     if (handle.dataOnly) throw new StrataError('EBADF', `open file ${fh} holds lower data only`)
-    return isPrivateXattr(name) ? undefined : sys.fgetxattr(handle.fd, name)
+    return sys.fgetxattr(handle.fd, realXattrName(name))
   }
 
-  listxattr (path: string): string[] {
-    return sys.llistxattr(this.realOf(path, this.resolve(path))).filter(name => !isPrivateXattr(name))
+  /** As the kernel's listxattr: `trusted.*` names only for a privileged caller (root, here). */
+  listxattr (path: string, caller: Caller): string[] {
+    const names: string[] = []
+    for (const real of sys.llistxattr(this.realOf(path, this.resolve(path)))) {
+      const shown = shownXattrName(real)
+      if (shown !== undefined && (caller.uid === 0 || !shown.startsWith(TRUSTED_PREFIX))) names.push(shown)
+    }
+    return names
   }
 
   statfs (): StatFs {
@@ -367,16 +375,15 @@ export class Overlay {
     sys.lutimens(real, atime, mtime)
   }
 
-  async setxattr (path: string, name: string, value: Buffer, flags: number): Promise<void> {
-    if (isPrivateXattr(name)) throw new StrataError('EPERM', `${name} belongs to the overlay`)
+  async setxattr (path: string, shown: string, value: Buffer, flags: number): Promise<void> {
     const real = await this.modify(path, 'meta')
-    sys.lsetxattr(real, name, value, flags)
+    sys.lsetxattr(real, realXattrName(shown), value, flags)
   }
 
-  async removexattr (path: string, name: string): Promise<void> {
-    if (isPrivateXattr(name)) throw new StrataError('EPERM', `${name} belongs to the overlay`)
+  async removexattr (path: string, shown: string): Promise<void> {
+    const name = realXattrName(shown)
     const missing = (real: string): boolean => sys.lgetxattr(real, name) === undefined
-    const noSuch = (): StrataError => new StrataError('ENODATA', `${path}: no xattr ${name}`)
+    const noSuch = (): StrataError => new StrataError('ENODATA', `${path}: no xattr ${shown}`)
     // As the kernel: removing an xattr a lower file does not have copies nothing up.
     const r = this.resolve(path)
     if (r.upper === undefined && r.hidden === undefined && missing(this.realOf(path, r))) throw noSuch()

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
-import { OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, isKernelWhiteout, isOpaqueValue, makeWhiteout, markOpaque } from '../layers/whiteout.js'
+import { OPAQUE_XATTR, isKernelWhiteout, isOpaqueValue, makeWhiteout, markOpaque } from '../layers/whiteout.js'
 import { isDirMode } from './mode.js'
 
 /**
@@ -121,6 +121,3 @@ export function parentOf (path: string): string {
   const slash = path.lastIndexOf('/')
   return slash <= 0 ? '/' : path.slice(0, slash)
 }
-
-/** Overlay-private xattrs are the overlay's bookkeeping, never part of a file's visible state. */
-export const isPrivateXattr = (name: string): boolean => name.startsWith(OVERLAY_XATTR_PREFIX)
