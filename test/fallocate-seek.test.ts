@@ -1,13 +1,13 @@
 import { spawnSync } from 'node:child_process'
-import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
+import { closeSync, lstatSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { errorCode } from '../src/errors.js'
 import { lseek, SEEK_DATA, SEEK_HOLE } from '../src/sys/index.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { mountStratafs } from './lib/overlay-mount.js'
+import { stackDirs, type StackDirs } from './lib/stack-dirs.js'
 
 /**
  * fallocate(2) and lseek's SEEK_DATA/SEEK_HOLE on a container, beside kernel overlayfs: the
@@ -18,7 +18,6 @@ import { mountStratafs } from './lib/overlay-mount.js'
 const KiB = 1024
 
 function layer (dir: string): void {
-  mkdirSync(dir)
   // 64 KiB of data with one zeroed block in the middle, for --dig-holes to find.
   const mixed = Buffer.alloc(64 * KiB, 'm')
   mixed.fill(0, 16 * KiB, 20 * KiB)
@@ -77,13 +76,9 @@ function steps (root: string): string[] {
 }
 
 t.test('fallocate and SEEK_DATA/SEEK_HOLE as on kernel overlayfs', async t => {
-  const outcomes = (mount: (d: { lower: string, upper: string, work: string }) => string): string[] => {
-    const base = mkdtempSync(join(tmpdir(), 'falloc-'))
-    t.teardown(() => rmSync(base, { recursive: true, force: true }))
-    const d = { lower: join(base, 'lower'), upper: join(base, 'upper'), work: join(base, 'work') }
+  const outcomes = (mount: (d: StackDirs) => string): string[] => {
+    const d = stackDirs(t, 'falloc')
     layer(d.lower)
-    mkdirSync(d.upper)
-    mkdirSync(d.work)
     return steps(mount(d))
   }
   const ours = outcomes(d => mountStratafs(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: d.work }))

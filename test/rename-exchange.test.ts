@@ -1,11 +1,11 @@
-import { closeSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { closeSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { errorCode } from '../src/errors.js'
 import { renameat2, RENAME_EXCHANGE } from '../src/sys/index.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { mountStratafs } from './lib/overlay-mount.js'
+import { stackDirs, type StackDirs } from './lib/stack-dirs.js'
 
 /**
  * renameat2(RENAME_EXCHANGE) on a container, step by step beside kernel overlayfs. The random
@@ -13,13 +13,8 @@ import { mountStratafs } from './lib/overlay-mount.js'
  * hard links see, which a tree comparison does not.
  */
 
-interface Stack { lower: string, upper: string, work: string }
-
-function stack (t: Parameters<Parameters<typeof t.test>[1]>[0]): Stack {
-  const base = mkdtempSync(join(tmpdir(), 'exchange-'))
-  t.teardown(() => rmSync(base, { recursive: true, force: true }))
-  const d = { lower: join(base, 'lower'), upper: join(base, 'upper'), work: join(base, 'work') }
-  for (const dir of Object.values(d)) mkdirSync(dir)
+function stack (t: Test): StackDirs {
+  const d = stackDirs(t, 'exchange')
   mkdirSync(join(d.lower, 'dir'))
   writeFileSync(join(d.lower, 'a'), 'lower a\n')
   writeFileSync(join(d.lower, 'dir/b'), 'lower b\n')
@@ -41,7 +36,7 @@ const readAt = (fd: number): string => {
 }
 
 /** Runs the same steps on stratafs and on kernel overlayfs, each over its own copy of the stack. */
-function onBoth (t: Parameters<Parameters<typeof t.test>[1]>[0], steps: (mnt: string) => string[]): { ours: string[], kernel: string[] } {
+function onBoth (t: Test, steps: (mnt: string) => string[]): { ours: string[], kernel: string[] } {
   const s = stack(t)
   const k = stack(t)
   const ours = steps(mountStratafs(t, { lowerDirs: [s.lower], upperDir: s.upper, workDir: s.work }))

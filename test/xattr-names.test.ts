@@ -1,12 +1,12 @@
 import { spawnSync } from 'node:child_process'
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { closeSync, openSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { errorCode } from '../src/errors.js'
 import { lgetxattr, llistxattr, lremovexattr, lsetxattr } from '../src/sys/index.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { mountStratafs } from './lib/overlay-mount.js'
+import { stackDirs, type StackDirs } from './lib/stack-dirs.js'
 
 /**
  * xattr names beside kernel overlayfs: a user's `trusted.overlay.*` xattrs are stored escaped (so
@@ -14,13 +14,8 @@ import { mountStratafs } from './lib/overlay-mount.js'
  * privileged process lists `trusted.*` names.
  */
 
-interface Stack { lower: string, upper: string, work: string }
-
-function stack (t: Parameters<Parameters<typeof t.test>[1]>[0]): Stack {
-  const base = mkdtempSync(join(tmpdir(), 'xnames-'))
-  t.teardown(() => rmSync(base, { recursive: true, force: true }))
-  const d = { lower: join(base, 'lower'), upper: join(base, 'upper'), work: join(base, 'work') }
-  for (const dir of Object.values(d)) mkdirSync(dir)
+function stack (t: Test): StackDirs {
+  const d = stackDirs(t, 'xnames')
   writeFileSync(join(d.lower, 'f'), 'f')
   // A nested overlay's marker as it sits in a layer: escaped.
   lsetxattr(join(d.lower, 'f'), 'trusted.overlay.overlay.opaque', Buffer.from('y'))

@@ -1,0 +1,17 @@
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+interface Teardownable { teardown (fn: () => unknown): void }
+
+/** The three directories one writable overlay mounts. */
+export interface StackDirs { lower: string, upper: string, work: string }
+
+/** Empty lower, upper and work directories in a fresh temp dir, removed when the test ends. */
+export function stackDirs (t: Teardownable, prefix: string): StackDirs {
+  const base = mkdtempSync(join(tmpdir(), `${prefix}-`))
+  t.teardown(() => rmSync(base, { recursive: true, force: true }))
+  const d = { lower: join(base, 'lower'), upper: join(base, 'upper'), work: join(base, 'work') }
+  for (const dir of Object.values(d)) mkdirSync(dir)
+  return d
+}
