@@ -35,7 +35,7 @@ enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_RDEV, A_SIZE, A_BLOCKS, A_BLKSIZE
 #define OPS(X) X(init) X(lookup) X(forget) X(getattr) X(setattr) X(readlink) X(mknod) X(mkdir) \
   X(unlink) X(rmdir) X(symlink) X(rename) X(link) X(open) X(read) X(write) X(release) X(fsync) \
   X(opendir) X(readdir) X(releasedir) X(statfs) X(setxattr) X(getxattr) X(listxattr) \
-  X(removexattr) X(create) X(fallocate) X(lseek) X(exit)
+  X(removexattr) X(create) X(fallocate) X(copyFileRange) X(lseek) X(exit)
 #define OP_ENUM(name) OP_##name,
 #define OP_NAME(name) #name,
 enum { OPS(OP_ENUM) OP_COUNT };
@@ -364,6 +364,13 @@ static void ll_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t offset
   CALL(fallocate, num(env, ino), num(env, mode), num(env, offset), num(env, length), num(env, fi->fh));
 }
 
+/* The kernel copies through its page cache itself when the answer is EOPNOTSUPP or EXDEV. */
+static void ll_copy_file_range (fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
+                                fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags) {
+  SESSION;
+  CALL(copyFileRange, num(env, fi_in->fh), num(env, off_in), num(env, fi_out->fh), num(env, off_out), num(env, len));
+}
+
 /* The kernel asks only for SEEK_DATA and SEEK_HOLE; it answers the other whences itself. */
 static void ll_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
   SESSION;
@@ -400,6 +407,7 @@ static const struct fuse_lowlevel_ops ll_ops = {
   .removexattr = ll_removexattr,
   .create = ll_create,
   .fallocate = ll_fallocate,
+  .copy_file_range = ll_copy_file_range,
   .lseek = ll_lseek,
 };
 

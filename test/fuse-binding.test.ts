@@ -129,8 +129,20 @@ function serve (tag, mnt, top, { timeout, invalidateOnLink = false }) {
     rename (req) { session.err(req, ENOSYS) },
     fsync (req) { session.err(req, ENOSYS) },
     removexattr (req) { session.err(req, ENOSYS) },
-    fallocate (req) { session.err(req, ENOSYS) },
-    lseek (req) { session.err(req, ENOSYS) },
+    fallocate (req, id, mode, offset, length, fh) {
+      report('fallocate', { node: id, mode, offset, length, fh })
+      session.ok(req)
+    },
+    // Answers half of what was asked, so the count is seen to come back.
+    copyFileRange (req, fh, offset, fhOut, offsetOut, length) {
+      report('copyFileRange', { fh, offset, fhOut, offsetOut, length })
+      session.written(req, Math.floor(length / 2))
+    },
+    // Data starts 7 bytes on, so the answer is seen to come back.
+    lseek (req, id, offset, whence, fh) {
+      report('lseek', { node: id, offset, whence, fh })
+      session.offset(req, offset + 7)
+    },
     unlink (req, parent, name) {
       report('unlink', { node: parent, name })
       const dir = inodeOf(parent)
@@ -328,6 +340,10 @@ interface Event {
   mtimeNs?: number
   invalidated?: boolean
   caller?: Caller
+  length?: number
+  fhOut?: number
+  offsetOut?: number
+  whence?: number
 }
 
 const base = mkdtempSync(join(tmpdir(), 'stratafs-binding-'))
@@ -404,6 +420,10 @@ const utimensat = libc.func('int utimensat(int dirfd, const char *path, const in
 const truncate = libc.func('int truncate(const char *path, int64_t length)')
 const AT_FDCWD = -100
 const SEEK_END = 2
+const SEEK_DATA = 3
+const FALLOC_FL_KEEP_SIZE = 1
+const fallocate = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)')
+const copyFileRange = libc.func('int64_t copy_file_range(int fdIn, int64_t *offIn, int fdOut, int64_t *offOut, size_t len, unsigned int flags)')
 
 function utimens (path: string, atime: [number, number], mtime: [number, number]): void {
   const r = utimensat(AT_FDCWD, path, new BigInt64Array([BigInt(atime[0]), BigInt(atime[1]), BigInt(mtime[0]), BigInt(mtime[1])]), 0) as number
@@ -678,6 +698,25 @@ t.test('64-bit offsets for read and write; ftruncate carries the handle', async 
   t.equal(tr?.size, 4 * GiB + 7, 'ftruncate size')
   t.equal(tr?.fh, fh, 'ftruncate carries the handle')
   t.equal(fstatSync(fd).size, 4 * GiB + 7)
+})
+
+t.test('fallocate, SEEK_DATA and copy_file_range carry their 64-bit arguments and answers', async t => {
+  const start = await mark()
+  const fd = openSync(join(mnt, 'sparse'), 'r+')
+  t.teardown(() => closeSync(fd))
+  const out = openSync(join(mnt, 'times'), 'r+')
+  t.teardown(() => closeSync(out))
+  // The kernel copies nothing from past the end it knows: an earlier test shortened the file.
+  ftruncateSync(fd, 6 * GiB)
+  t.equal(fallocate(fd, FALLOC_FL_KEEP_SIZE, 5 * GiB, 3 * GiB), 0, 'fallocate answered')
+  t.equal(Number(lseek(fd, 5 * GiB + 1, SEEK_DATA)), 5 * GiB + 8, 'SEEK_DATA gets the answer\'s offset')
+  const copied = copyFileRange(fd, new BigInt64Array([BigInt(5 * GiB)]), out, new BigInt64Array([BigInt(4 * GiB + 1)]), 3000, 0)
+  t.equal(Number(copied), 1500, 'copy_file_range gets the answer\'s count')
+  await settle()
+  const [fh, fhOut] = since(start, 'open').map(e => e.fh)
+  t.same(since(start, 'fallocate').map(e => [e.mode, e.offset, e.length, e.fh]), [[FALLOC_FL_KEEP_SIZE, 5 * GiB, 3 * GiB, fh]])
+  t.same(since(start, 'lseek').map(e => [e.offset, e.whence, e.fh]), [[5 * GiB + 1, SEEK_DATA, fh]])
+  t.same(since(start, 'copyFileRange').map(e => [e.fh, e.offset, e.fhOut, e.offsetOut, e.length]), [[fh, 5 * GiB, fhOut, 4 * GiB + 1, 3000]])
 })
 
 t.test('a late answer holds no other request back', async t => {

@@ -21,7 +21,7 @@ const handlers = {
 }
 for (const op of ['setattr', 'readlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename', 'link', 'open', 'read',
   'write', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'statfs', 'setxattr', 'getxattr', 'listxattr',
-  'removexattr', 'create', 'fallocate', 'lseek']) handlers[op] = req => session.err(req, ENOSYS)
+  'removexattr', 'create', 'fallocate', 'copyFileRange', 'lseek']) handlers[op] = req => session.err(req, ENOSYS)
 session = new FuseSession(mnt, ['fsname=rt', 'subtype=rt'], handlers)
 const stop = () => { session.unmount(); process.exit(0) }
 process.on('SIGTERM', stop)

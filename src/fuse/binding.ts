@@ -42,6 +42,8 @@ export interface FuseHandlers {
   create (req: Req, parent: number, name: string, mode: number, flags: number): void
   /** `mode`: fallocate(2)'s FALLOC_FL_KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE, as the kernel passes them. */
   fallocate (req: Req, node: number, mode: number, offset: number, length: number, fh: number): void
+  /** Between two open files (copy_file_range's flags are always 0 here). */
+  copyFileRange (req: Req, fhIn: number, offsetIn: number, fhOut: number, offsetOut: number, length: number): void
   /** `whence`: SEEK_DATA or SEEK_HOLE. */
   lseek (req: Req, node: number, offset: number, whence: number, fh: number): void
 }

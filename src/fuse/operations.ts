@@ -439,6 +439,9 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     fallocate (req, _id, mode, offset, length, fh) {
       attempt(req, { op: 'fallocate' }, () => overlay.fallocate(fh, mode, offset, length), () => session().ok(req))
     },
+    copyFileRange (req, fhIn, offIn, fhOut, offOut, len) {
+      attempt(req, { op: 'copy_file_range' }, async () => await overlay.copyRange(fhIn, offIn, fhOut, offOut, len), n => session().written(req, n))
+    },
     lseek (req, _id, offset, whence, fh) {
       attempt(req, { op: 'lseek' }, () => overlay.seek(fh, offset, whence), at => session().offset(req, at))
     },

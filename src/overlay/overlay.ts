@@ -351,6 +351,14 @@ export class Overlay {
     sys.fallocate(this.handle(fh).fd, mode, offset, length)
   }
 
+  /**
+   * copy_file_range(2) from one open file to another, inside the kernel: the source may be lower
+   * data, the destination is open for writing, so an upper file. The bytes copied.
+   */
+  async copyRange (fhIn: number, offIn: number, fhOut: number, offOut: number, len: number): Promise<number> {
+    return await sys.copyRange(this.handle(fhIn).fd, offIn, this.handle(fhOut).fd, offOut, len)
+  }
+
   /** SEEK_DATA or SEEK_HOLE in an open file, upper or lower: where its data and holes are. */
   seek (fh: number, offset: number, whence: number): number {
     return sys.lseek(this.handle(fh).fd, offset, whence)

@@ -24,19 +24,35 @@ const writeAsync = promisify(write)
 const { ENXIO, EINVAL, EXDEV, ENOSYS, EOPNOTSUPP } = koffi.os.errno
 const FALLBACK_ERRNOS = new Set([EXDEV, EINVAL, ENOSYS, EOPNOTSUPP])
 
-/** A copy_file_range, off the JS thread when large; file positions advance as with read/write. */
-function copyChunk (srcFd: number, dstFd: number, len: number): Promise<number> {
+/**
+ * One copy_file_range, off the JS thread when large. Without offsets (null), file positions
+ * advance as with read/write.
+ */
+function copyOnce (srcFd: number, srcOff: BigInt64Array | null, dstFd: number, dstOff: BigInt64Array | null, len: number): Promise<number> {
   if (len <= SYNC_LIMIT) {
-    const n = Number(copyFileRange(srcFd, null, dstFd, null, len, 0))
+    const n = Number(copyFileRange(srcFd, srcOff, dstFd, dstOff, len, 0))
     return n < 0 ? Promise.reject(sysError('copy_file_range', koffi.errno())) : Promise.resolve(n)
   }
   return new Promise((resolve, reject) => {
-    copyFileRange.async(srcFd, null, dstFd, null, len, 0, (err: unknown, n: number) => {
+    copyFileRange.async(srcFd, srcOff, dstFd, dstOff, len, 0, (err: unknown, n: number) => {
       if (err !== null && err !== undefined) reject(err)
       else if (n < 0) reject(sysError('copy_file_range', koffi.errno()))
       else resolve(n)
     })
   })
+}
+
+const copyChunk = (srcFd: number, dstFd: number, len: number): Promise<number> => copyOnce(srcFd, null, dstFd, null, len)
+
+/** The most one read, write or copy moves in Linux (MAX_RW_COUNT). */
+const MAX_RW = 0x7ffff000
+
+/**
+ * copy_file_range(2) between explicit offsets: the bytes copied, fewer than asked at the
+ * source's end (or past what one call moves, as in the kernel).
+ */
+export function copyRange (srcFd: number, srcOff: number, dstFd: number, dstOff: number, len: number): Promise<number> {
+  return copyOnce(srcFd, BigInt64Array.of(BigInt(srcOff)), dstFd, BigInt64Array.of(BigInt(dstOff)), Math.min(len, MAX_RW))
 }
 
 /** Data extents of the source as [start, end) pairs, holes skipped. */

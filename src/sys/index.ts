@@ -7,7 +7,7 @@ export {
 } from './xattr.js'
 export { lutimens, futimens, UTIME_NOW, UTIME_OMIT } from './utimens.js'
 export { renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT } from './rename.js'
-export { copyData, type CopyMethod } from './copy.js'
+export { copyData, copyRange, type CopyMethod } from './copy.js'
 export { preadCached, prefetch } from './read.js'
 export { truncate } from './truncate.js'
 export { fallocate } from './fallocate.js'
