@@ -34,7 +34,7 @@ enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_RDEV, A_SIZE, A_BLOCKS, A_BLKSIZE
 
 #define OPS(X) X(init) X(lookup) X(forget) X(getattr) X(setattr) X(readlink) X(mknod) X(mkdir) \
   X(unlink) X(rmdir) X(symlink) X(rename) X(link) X(open) X(read) X(write) X(release) X(fsync) \
-  X(opendir) X(readdir) X(releasedir) X(statfs) X(setxattr) X(getxattr) X(listxattr) \
+  X(opendir) X(readdir) X(readdirplus) X(releasedir) X(statfs) X(setxattr) X(getxattr) X(listxattr) \
   X(removexattr) X(create) X(fallocate) X(copyFileRange) X(lseek) X(exit)
 #define OP_ENUM(name) OP_##name,
 #define OP_NAME(name) #name,
@@ -324,6 +324,12 @@ static void ll_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
   CALL(readdir, num(env, ino), num(env, size), num(env, off), num(env, fi->fh));
 }
 
+/* Offered to the kernel by libfuse because it is here (READDIRPLUS_AUTO: when lookups follow listings). */
+static void ll_readdirplus (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  SESSION;
+  CALL(readdirplus, num(env, ino), num(env, size), num(env, off), num(env, fi->fh));
+}
+
 static void ll_releasedir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   SESSION;
   CALL(releasedir, num(env, ino), num(env, fi->fh));
@@ -399,6 +405,7 @@ static const struct fuse_lowlevel_ops ll_ops = {
   .fsync = ll_fsync,
   .opendir = ll_opendir,
   .readdir = ll_readdir,
+  .readdirplus = ll_readdirplus,
   .releasedir = ll_releasedir,
   .statfs = ll_statfs,
   .setxattr = ll_setxattr,
@@ -675,6 +682,7 @@ static void entry_of (napi_env env, napi_value *argv, struct fuse_entry_param *e
   fuse_req_t req = req_arg(env, argv[0]);
   memset(e, 0, sizeof *e);
   e->ino = (fuse_ino_t)num_arg(env, argv[1]);
+  /* Node ids are never reused: one generation (the READDIRPLUS records in JS say the same). */
   e->generation = 1;
   e->entry_timeout = num_arg(env, argv[2]);
   e->attr_timeout = num_arg(env, argv[3]);

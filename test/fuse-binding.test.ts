@@ -2,7 +2,7 @@ import t from 'tap'
 import { execFileSync, fork, spawnSync, type ChildProcess } from 'node:child_process'
 import {
   chmodSync, closeSync, constants, ftruncateSync, fstatSync, linkSync, mkdirSync, mkdtempSync, opendirSync, openSync,
-  readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync
+  lstatSync, readdirSync, readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync
 } from 'node:fs'
 import type { Dirent as NodeDirent } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
@@ -32,7 +32,7 @@ const SET = { mode: 1, size: 8, atime: 16, mtime: 32, atimeNow: 128, mtimeNow: 2
 
 const server = `
 import { FuseSession } from ${JSON.stringify(join(root, 'dist/fuse/session.js'))}
-import { direntBuffer, direntSlice } from ${JSON.stringify(join(root, 'dist/fuse/dir-listing.js'))}
+import { direntBuffer, direntPlusSlice, direntSlice } from ${JSON.stringify(join(root, 'dist/fuse/dir-listing.js'))}
 
 const ENOENT = 2, EEXIST = 17, ERANGE = 34, ENOSYS = 38, ENODATA = 61
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000, S_IFIFO = 0o010000
@@ -68,6 +68,13 @@ function serve (tag, mnt, top, { timeout, invalidateOnLink = false }) {
   const node = id => nodes.get(id)
   const inodeOf = id => nodes.get(id)?.inode
   const nameOf = id => nodes.get(id)?.name
+  const listed = (fh, offset) => {
+    const dir = dirs.get(fh)
+    if (offset === 0 || dir.listing === undefined) {
+      dir.listing = direntBuffer([...dir.inode.entries].map(([name, i]) => ({ name, mode: i.mode, ino: i.ino })))
+    }
+    return dir
+  }
   // A name's node: one per (directory, name), so a second name of a file is a node of its own.
   const enter = (parent, name, i) => {
     const key = parent + '/' + name
@@ -223,11 +230,16 @@ function serve (tag, mnt, top, { timeout, invalidateOnLink = false }) {
     },
     readdir (req, id, size, offset, fh) {
       report('readdir', { node: id, name: nameOf(id), size, offset, fh })
-      const dir = dirs.get(fh)
-      if (offset === 0 || dir.listing === undefined) {
-        dir.listing = direntBuffer([...dir.inode.entries].map(([name, i]) => ({ name, mode: i.mode, ino: i.ino })))
-      }
-      session.buf(req, direntSlice(dir.listing, offset, size))
+      session.buf(req, direntSlice(listed(fh, offset).listing, offset, size))
+    },
+    // Reported as a readdir (plus: true): what the tests count holds for both.
+    readdirplus (req, id, size, offset, fh) {
+      report('readdir', { node: id, name: nameOf(id), size, offset, fh, plus: true })
+      const dir = listed(fh, offset)
+      session.buf(req, direntPlusSlice(dir.listing, offset, size, name => {
+        const i = dir.inode.entries.get(name)
+        return { node: enter(id, name, i), attr: attrOf(i), entryTimeout: timeout, attrTimeout: timeout }
+      }))
     },
     releasedir (req, id, fh) {
       dirs.delete(fh)
@@ -300,6 +312,13 @@ process.on('message', m => {
     case 'mount':
       serve(m.tag, m.mnt, dir({ slow: file('late answer', { ino: 5, slow: true }) }, { ino: 1 }), { timeout: 0 })
       break
+    case 'mount-listed':
+      serve(m.tag, m.mnt, dir({
+        a: file('aa', { ino: ${BIG_INO} + 1, mtime: [1_600_000_000, 7] }),
+        d: dir({}, { ino: 31 }),
+        l: inode(S_IFLNK | 0o777, { ino: 32, target: 'a', size: 1 })
+      }, { ino: 1 }), { timeout: 3600 })
+      break
     case 'answer-slow':
       for (const answer of s.pending.splice(0)) answer()
       break
@@ -344,6 +363,7 @@ interface Event {
   fhOut?: number
   offsetOut?: number
   whence?: number
+  plus?: boolean
 }
 
 const base = mkdtempSync(join(tmpdir(), 'stratafs-binding-'))
@@ -351,7 +371,8 @@ const mnt = join(base, 'mnt')
 const cachedMnt = join(base, 'cached')
 const goneMnt = join(base, 'gone')
 const lateMnt = join(base, 'late')
-const mountpoints = [mnt, cachedMnt, goneMnt, lateMnt]
+const listedMnt = join(base, 'listed')
+const mountpoints = [mnt, cachedMnt, goneMnt, lateMnt, listedMnt]
 for (const m of mountpoints) mkdirSync(m)
 // The caller test runs a command as nobody, who must be able to reach the mountpoint.
 chmodSync(base, 0o755)
@@ -539,6 +560,26 @@ t.test('a large directory lists completely over several requests, and again afte
     t.ok(offsets.every((o, i) => i === 0 || o > offsets[i - 1]!), 'each request continues where the last ended')
   }
   t.equal(listThroughNode(join(mnt, 'many')).length, MANY, 'node lists it the same')
+})
+
+t.test('readdirplus: a listing brings every entry\'s attributes, so stat asks nothing more', async t => {
+  let from = await mark()
+  child?.send({ cmd: 'mount-listed', tag: 'listed', mnt: listedMnt })
+  await waitFor(from, 'mounted', 'listed')
+  t.teardown(() => { spawnSync('fusermount', ['-uz', listedMnt], { stdio: 'ignore' }) })
+  from = await mark()
+  t.same(readdirSync(listedMnt).sort(), ['a', 'd', 'l'])
+  const a = statSync(join(listedMnt, 'a'), { bigint: true })
+  const d = lstatSync(join(listedMnt, 'd'))
+  const l = lstatSync(join(listedMnt, 'l'))
+  await settle()
+  t.ok(since(from, 'readdir', 'listed').some(e => e.plus === true), 'the kernel asked for a READDIRPLUS')
+  t.same(since(from, 'lookup', 'listed').map(e => e.name), [], 'no lookup of a listed name')
+  t.equal(a.ino, BigInt(BIG_INO + 1), '64-bit inode number')
+  t.equal(a.size, 2n, 'size')
+  t.equal(a.mtimeNs, 1_600_000_000_000_000_007n, 'mtime to the nanosecond')
+  t.ok(d.isDirectory() && d.ino === 31, 'a directory')
+  t.ok(l.isSymbolicLink() && l.ino === 32, 'a symlink')
 })
 
 t.test('statfs carries 64-bit counts', async t => {

@@ -20,7 +20,7 @@ const handlers = {
   getattr (req, node) { session.attr(req, node === 1 ? dir : file, 0) }
 }
 for (const op of ['setattr', 'readlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename', 'link', 'open', 'read',
-  'write', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'statfs', 'setxattr', 'getxattr', 'listxattr',
+  'write', 'release', 'fsync', 'opendir', 'readdir', 'readdirplus', 'releasedir', 'statfs', 'setxattr', 'getxattr', 'listxattr',
   'removexattr', 'create', 'fallocate', 'copyFileRange', 'lseek']) handlers[op] = req => session.err(req, ENOSYS)
 session = new FuseSession(mnt, ['fsname=rt', 'subtype=rt'], handlers)
 const stop = () => { session.unmount(); process.exit(0) }

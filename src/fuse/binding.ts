@@ -33,6 +33,8 @@ export interface FuseHandlers {
   fsync (req: Req, node: number, datasync: number, fh: number): void
   opendir (req: Req, node: number): void
   readdir (req: Req, node: number, size: number, offset: number, fh: number): void
+  /** A readdir whose answer carries each entry's lookup (see direntPlusSlice). */
+  readdirplus (req: Req, node: number, size: number, offset: number, fh: number): void
   releasedir (req: Req, node: number, fh: number): void
   statfs (req: Req, node: number): void
   setxattr (req: Req, node: number, name: string, value: Buffer, flags: number): void

@@ -1,3 +1,4 @@
+import type { Attr } from '../overlay/attr.js'
 import type { DirEntry } from '../overlay/overlay.js'
 
 /** struct fuse_dirent: ino u64, off u64, namelen u32, type u32, then the name, padded to 8. */
@@ -51,4 +52,80 @@ export function direntSlice (listing: Buffer, offset: number, size: number): Buf
     end = next
   }
   return listing.subarray(Math.min(offset, listing.length), end)
+}
+
+/** What a READDIRPLUS record says of an entry besides its name: a lookup's answer. */
+export interface PlusEntry {
+  node: number
+  attr: Attr
+  /** Seconds. */
+  entryTimeout: number
+  attrTimeout: number
+}
+
+/** struct fuse_entry_out (128 bytes) comes first in a READDIRPLUS record, the dirent after it. */
+const ENTRY_OUT = 128
+/**
+ * Node ids are never reused, so every node is of generation 1, as the session's other lookup
+ * answers say (native/fuse-session.c): the kernel takes another generation for a new inode under
+ * the old id and fails the old one with EIO.
+ */
+const GENERATION = 1
+const TWO_32 = 0x1_0000_0000
+
+function u64 (out: Buffer, pos: number, v: number): void {
+  if (v >= 0) {
+    out.writeUInt32LE(v % TWO_32, pos)
+    out.writeUInt32LE(Math.floor(v / TWO_32), pos + 4)
+  } else {
+    out.writeBigInt64LE(BigInt(v), pos)
+  }
+}
+
+function entryOut (out: Buffer, pos: number, e: PlusEntry): void {
+  const a = e.attr
+  u64(out, pos, e.node)
+  u64(out, pos + 8, GENERATION)
+  u64(out, pos + 16, e.entryTimeout)
+  u64(out, pos + 24, e.attrTimeout)
+  u64(out, pos + 40, a.ino)
+  u64(out, pos + 48, a.size)
+  u64(out, pos + 56, a.blocks)
+  u64(out, pos + 64, a.atime[0])
+  u64(out, pos + 72, a.mtime[0])
+  u64(out, pos + 80, a.ctime[0])
+  out.writeUInt32LE(a.atime[1], pos + 88)
+  out.writeUInt32LE(a.mtime[1], pos + 92)
+  out.writeUInt32LE(a.ctime[1], pos + 96)
+  out.writeUInt32LE(a.mode, pos + 100)
+  out.writeUInt32LE(a.nlink, pos + 104)
+  out.writeUInt32LE(a.uid, pos + 108)
+  out.writeUInt32LE(a.gid, pos + 112)
+  // The kernel's 32-bit device encoding is the low half of glibc's dev_t.
+  out.writeUInt32LE(a.rdev % TWO_32, pos + 116)
+  out.writeUInt32LE(a.blksize, pos + 120)
+}
+
+/**
+ * A READDIRPLUS answer: the records of `listing` (direntBuffer's) from `offset` that fit in
+ * `size` bytes, each with what `lookup` says of its name. The kernel takes every record with a
+ * node as a lookup of that node, so `lookup` is called only for records that go out; undefined
+ * (for `.` and `..`, or a name gone meanwhile) sends the plain entry. Offsets are the listing's,
+ * so READDIR and READDIRPLUS continue each other.
+ */
+export function direntPlusSlice (listing: Buffer, offset: number, size: number, lookup: (name: string) => PlusEntry | undefined): Buffer {
+  const out = Buffer.alloc(size)
+  let pos = 0
+  for (let at = offset; at < listing.length;) {
+    const length = listing.readUInt32LE(at + 16)
+    const next = at + recordLength(length)
+    const end = pos + ENTRY_OUT + recordLength(length)
+    if (end > size) break
+    const entry = lookup(listing.toString('utf8', at + NAME_OFFSET, at + NAME_OFFSET + length))
+    if (entry !== undefined) entryOut(out, pos, entry)
+    listing.copy(out, pos + ENTRY_OUT, at, next)
+    pos = end
+    at = next
+  }
+  return out.subarray(0, pos)
 }

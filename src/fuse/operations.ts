@@ -5,7 +5,7 @@ import type { Timespec } from '../layers/entry.js'
 import type { Attr } from '../overlay/attr.js'
 import { changesData, DEFAULT_ACL, type Overlay } from '../overlay/overlay.js'
 import type { FuseHandlers, Req } from './binding.js'
-import { direntBuffer, direntSlice } from './dir-listing.js'
+import { direntBuffer, direntPlusSlice, direntSlice } from './dir-listing.js'
 import { toErrno } from './errno.js'
 import { NodeTable, type Node } from './node-table.js'
 import { CACHE_DIR, KEEP_CACHE, type FuseSession } from './session.js'
@@ -197,13 +197,30 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     return path
   }
 
-  /** A new or looked-up name: the kernel holds one more lookup of its node. */
-  const entry = (req: Req, parent: number, name: string, attr: Attr): void => {
-    const node = nodes.add(nodeOf(parent), name)
+  /** A name the kernel learns of (a lookup, a new name, a READDIRPLUS record): it holds one more lookup of its node. */
+  const lookedUp = (parent: Node, name: string, attr: Attr): Node => {
+    const node = nodes.add(parent, name)
     node.lookups++
     nodes.saw(node, attr)
+    return node
+  }
+
+  const entry = (req: Req, parent: number, name: string, attr: Attr): void => {
+    const node = lookedUp(nodeOf(parent), name, attr)
     const t = timeout(attr)
     session().entry(req, node.id, attr, t, t)
+  }
+
+  /** The open directory `fh`, its listing read again at offset 0 (a new listing or a rewind), as libfuse does. */
+  const listed = (fh: number, offset: number, at: Where): DirHandle & { listing: Buffer } => {
+    const dir = dirs.get(fh)
+    if (dir === undefined) throw new StrataError('EBADF', `no open directory ${fh}`)
+    if (offset === 0 || dir.listing === undefined) {
+      const path = at.path = nodes.path(dir.node)
+      if (path === undefined) throw new StrataError('ENOENT', 'the directory is gone')
+      dir.listing = direntBuffer(overlay.readdir(path))
+    }
+    return dir as DirHandle & { listing: Buffer }
   }
 
   /** Requests that make a name answer with its entry. */
@@ -456,16 +473,28 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     },
     readdir (req, _id, size, offset, fh) {
       const at: Where = { op: 'readdir' }
+      attempt(req, at, () => direntSlice(listed(fh, offset, at).listing, offset, size), slice => session().buf(req, slice))
+    },
+    /**
+     * A listing with each entry's attributes, so that `ls -l`, `find`, `tar` and `du` need no
+     * lookup per name afterwards.
+     */
+    readdirplus (req, _id, size, offset, fh) {
+      const at: Where = { op: 'readdirplus' }
       attempt(req, at, () => {
-        const dir = dirs.get(fh)
-        if (dir === undefined) throw new StrataError('EBADF', `no open directory ${fh}`)
-        // As libfuse: offset 0 (a new listing or a rewind) reads the directory again.
-        if (offset === 0 || dir.listing === undefined) {
-          const path = at.path = nodes.path(dir.node)
-          if (path === undefined) throw new StrataError('ENOENT', 'the directory is gone')
-          dir.listing = direntBuffer(overlay.readdir(path))
-        }
-        return direntSlice(dir.listing, offset, size)
+        const dir = listed(fh, offset, at)
+        return direntPlusSlice(dir.listing, offset, size, name => {
+          if (name === '.' || name === '..') return undefined
+          const path = nodes.childPath(dir.node, name)
+          if (path === undefined) return undefined
+          let attr: Attr
+          try {
+            attr = overlay.getattr(path)
+          } catch {
+            return undefined
+          }
+          return { node: lookedUp(dir.node, name, attr).id, attr, entryTimeout: CACHE_SECONDS, attrTimeout: timeout(attr) }
+        })
       }, slice => session().buf(req, slice))
     },
     releasedir (req, _id, fh) {
