@@ -73,16 +73,16 @@ const ENTRY_OUT = 128
 const GENERATION = 1
 const TWO_32 = 0x1_0000_0000
 
-function u64 (out: Buffer, pos: number, v: number): void {
+function u64 (out: DataView, pos: number, v: number): void {
   if (v >= 0) {
-    out.writeUInt32LE(v % TWO_32, pos)
-    out.writeUInt32LE(Math.floor(v / TWO_32), pos + 4)
+    out.setUint32(pos, v % TWO_32, true)
+    out.setUint32(pos + 4, Math.floor(v / TWO_32), true)
   } else {
-    out.writeBigInt64LE(BigInt(v), pos)
+    out.setBigInt64(pos, BigInt(v), true)
   }
 }
 
-function entryOut (out: Buffer, pos: number, e: PlusEntry): void {
+function entryOut (out: DataView, pos: number, e: PlusEntry): void {
   const a = e.attr
   u64(out, pos, e.node)
   u64(out, pos + 8, GENERATION)
@@ -94,16 +94,16 @@ function entryOut (out: Buffer, pos: number, e: PlusEntry): void {
   u64(out, pos + 64, a.atime[0])
   u64(out, pos + 72, a.mtime[0])
   u64(out, pos + 80, a.ctime[0])
-  out.writeUInt32LE(a.atime[1], pos + 88)
-  out.writeUInt32LE(a.mtime[1], pos + 92)
-  out.writeUInt32LE(a.ctime[1], pos + 96)
-  out.writeUInt32LE(a.mode, pos + 100)
-  out.writeUInt32LE(a.nlink, pos + 104)
-  out.writeUInt32LE(a.uid, pos + 108)
-  out.writeUInt32LE(a.gid, pos + 112)
+  out.setUint32(pos + 88, a.atime[1], true)
+  out.setUint32(pos + 92, a.mtime[1], true)
+  out.setUint32(pos + 96, a.ctime[1], true)
+  out.setUint32(pos + 100, a.mode, true)
+  out.setUint32(pos + 104, a.nlink, true)
+  out.setUint32(pos + 108, a.uid, true)
+  out.setUint32(pos + 112, a.gid, true)
   // The kernel's 32-bit device encoding is the low half of glibc's dev_t.
-  out.writeUInt32LE(a.rdev % TWO_32, pos + 116)
-  out.writeUInt32LE(a.blksize, pos + 120)
+  out.setUint32(pos + 116, a.rdev % TWO_32, true)
+  out.setUint32(pos + 120, a.blksize, true)
 }
 
 /**
@@ -115,6 +115,7 @@ function entryOut (out: Buffer, pos: number, e: PlusEntry): void {
  */
 export function direntPlusSlice (listing: Buffer, offset: number, size: number, lookup: (name: string) => PlusEntry | undefined): Buffer {
   const out = Buffer.alloc(size)
+  const view = new DataView(out.buffer, out.byteOffset, out.length)
   let pos = 0
   for (let at = offset; at < listing.length;) {
     const length = listing.readUInt32LE(at + 16)
@@ -122,7 +123,7 @@ export function direntPlusSlice (listing: Buffer, offset: number, size: number, 
     const end = pos + ENTRY_OUT + recordLength(length)
     if (end > size) break
     const entry = lookup(listing.toString('utf8', at + NAME_OFFSET, at + NAME_OFFSET + length))
-    if (entry !== undefined) entryOut(out, pos, entry)
+    if (entry !== undefined) entryOut(view, pos, entry)
     listing.copy(out, pos + ENTRY_OUT, at, next)
     pos = end
     at = next

@@ -28,6 +28,8 @@ export interface Node {
    * such opens are left: the kernel takes one backing file per inode at a time.
    */
   backing: Backing | undefined
+  /** Its named children the kernel knows, by name: a directory's part of the table. */
+  children: Map<string, Node> | undefined
   /** The inode number of the file, as the last answer about it said. */
   ino: number
   mtime: number
@@ -49,7 +51,6 @@ export interface Backing {
  */
 export class NodeTable {
   private readonly byId = new Map<number, Node>()
-  private readonly byName = new Map<string, Node>()
   private nextId = ROOT_ID + 1
 
   constructor () {
@@ -61,17 +62,17 @@ export class NodeTable {
   }
 
   child (parent: Node, name: string): Node | undefined {
-    return this.byName.get(key(parent, name))
+    return parent.children?.get(name)
   }
 
   /** The node of a name, made if the kernel has none yet. */
   add (parent: Node, name: string): Node {
-    const k = key(parent, name)
-    let node = this.byName.get(k)
+    parent.children ??= new Map()
+    let node = parent.children.get(name)
     if (node === undefined) {
       node = newNode(this.nextId++, parent, name)
       this.byId.set(node.id, node)
-      this.byName.set(k, node)
+      parent.children.set(name, node)
     }
     return node
   }
@@ -107,8 +108,8 @@ export class NodeTable {
   detach (node: Node): void {
     if (!node.attached) return
     node.attached = false
-    const k = key(node.parent!, node.name)
-    if (this.byName.get(k) === node) this.byName.delete(k)
+    const siblings = node.parent!.children!
+    if (siblings.get(node.name) === node) siblings.delete(node.name)
   }
 
   /** A rename: whatever had the new name loses it. */
@@ -119,7 +120,8 @@ export class NodeTable {
     node.parent = parent
     node.name = name
     node.attached = true
-    this.byName.set(key(parent, name), node)
+    parent.children ??= new Map()
+    parent.children.set(name, node)
   }
 
   /** A RENAME_EXCHANGE: each node takes the other's name, either may be unknown. */
@@ -156,10 +158,6 @@ export class NodeTable {
   }
 }
 
-function key (parent: Node, name: string): string {
-  return `${parent.id}/${name}`
-}
-
 function newNode (id: number, parent: Node | undefined, name: string): Node {
-  return { id, parent, name, attached: true, lookups: 0, opens: 0, hidden: undefined, cacheValid: false, backing: undefined, ino: -1, mtime: -1, mtimeNs: -1, size: -1 }
+  return { id, parent, name, attached: true, lookups: 0, opens: 0, hidden: undefined, cacheValid: false, backing: undefined, children: undefined, ino: -1, mtime: -1, mtimeNs: -1, size: -1 }
 }

@@ -483,10 +483,12 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
       const at: Where = { op: 'readdirplus' }
       attempt(req, at, () => {
         const dir = listed(fh, offset, at)
+        const dirPath = nodes.path(dir.node)
+        if (dirPath === undefined) throw new StrataError('ENOENT', 'the directory is gone')
+        const prefix = dirPath === '/' ? '/' : dirPath + '/'
         return direntPlusSlice(dir.listing, offset, size, name => {
           if (name === '.' || name === '..') return undefined
-          const path = nodes.childPath(dir.node, name)
-          if (path === undefined) return undefined
+          const path = prefix + name
           let attr: Attr
           try {
             attr = overlay.getattr(path)
