@@ -31,7 +31,7 @@ const entries: FixtureEntry[] = [
   { name: 'var/', type: 'directory', mode: 0o755 },
   { name: 'var/.wh..wh..opq', body: '' },
   { name: 'var/kept', body: 'k' },
-  { name: 'usr/', type: 'directory', pax: { 'SCHILY.xattr.trusted.overlay.opaque': 'y', 'SCHILY.xattr.trusted.overlay.redirect': '/elsewhere' } },
+  { name: 'usr/', type: 'directory', pax: { 'SCHILY.xattr.trusted.overlay.opaque': 'y', 'SCHILY.xattr.trusted.overlay.redirect': '/elsewhere', 'SCHILY.xattr.trusted.overlay.overlay.redirect': '/nested' } },
   { name: LONG, body: 'long name' },
   { name: './', type: 'directory', mode: 0o755 },
   { name: 'replaced', body: 'first' },
@@ -83,6 +83,7 @@ t.test('extracts every entry type faithfully, whiteouts in kernel form', async (
   t.same(readdirSync(join(dest, 'var')), ['kept'])
   t.equal(lgetxattr(join(dest, 'usr'), 'trusted.overlay.opaque')?.toString(), 'y', 'kernel opaque xattr from the tar kept')
   t.equal(lgetxattr(join(dest, 'usr'), 'trusted.overlay.redirect'), undefined, 'other overlay xattrs dropped')
+  t.equal(lgetxattr(join(dest, 'usr'), 'trusted.overlay.overlay.redirect')?.toString(), '/nested', 'an escaped one is content: kept')
   t.equal(readFileSync(join(dest, LONG), 'utf8'), 'long name', 'long PAX name')
   t.equal(readFileSync(join(dest, 'replaced'), 'utf8'), 'second', 'a later entry replaces an earlier one')
 })

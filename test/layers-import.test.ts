@@ -9,6 +9,7 @@ import type { LayerEntry } from '../src/layers/entry.js'
 import { importLayer } from '../src/layers/import.js'
 import { scanLayer } from '../src/layers/scan.js'
 import { layerTar } from '../src/layers/tar-writer.js'
+import { isPrivateXattr } from '../src/layers/whiteout.js'
 import { lgetxattr, llistxattr } from '../src/sys/index.js'
 import { buildLayer, type LayerSpec } from './lib/layer-builder.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
@@ -25,6 +26,8 @@ const SPEC: LayerSpec = [
   { type: 'hardlink', path: 'bin/su2', target: 'bin/su' },
   { type: 'dir', path: 'tmp', mode: 0o1777 },
   { type: 'dir', path: 'home/u', uid: 1000, gid: 1000, mode: 0o700, xattrs: { 'trusted.mark': 'x' } },
+  // A nested overlay's marker, escaped as kernel overlayfs stores a user's trusted.overlay.* xattr.
+  { type: 'dir', path: 'srv/lower', xattrs: { 'trusted.overlay.overlay.opaque': 'y' } },
   { type: 'file', path: 'home/u/.profile', content: 'export A=1\n', uid: 1000, gid: 1000, mode: 0o644 },
   { type: 'symlink', path: 'home/u/link', target: '/etc/hosts', uid: 1000, gid: 1000 },
   { type: 'char', path: 'dev/null', major: 1, minor: 3, mode: 0o666 },
@@ -52,7 +55,7 @@ function describe (dir: string): string[] {
     const a = e.attr
     const xattrs = e.whiteout === true
       ? []
-      : llistxattr(join(dir, e.path)).filter((n) => !n.startsWith('trusted.overlay.')).sort().map((n) => `${n}=${lgetxattr(join(dir, e.path), n)?.toString('hex') ?? ''}`)
+      : llistxattr(join(dir, e.path)).filter((n) => !isPrivateXattr(n)).sort().map((n) => `${n}=${lgetxattr(join(dir, e.path), n)?.toString('hex') ?? ''}`)
     const data = (a.mode & 0o170000) === 0o100000 ? readFileSync(join(dir, e.path)).toString('hex') : ''
     return JSON.stringify([e.path, a.mode, a.uid, a.gid, a.size, a.rdev, a.nlink, a.mtime, e.whiteout, e.opaque, e.target, xattrs, data])
   })
@@ -100,7 +103,7 @@ t.test('layerTar → tar import round trip: same DiffID, identical scan, also gz
   t.same(describe(fromGz.dir), describe(dirImport.dir))
 })
 
-t.test('the layer tar is plain OCI: whiteouts and opaque markers as .wh. files, no overlay xattrs', async (t) => {
+t.test('the layer tar is plain OCI: whiteouts and opaque markers as .wh. files, no overlay xattrs of its own', async (t) => {
   const base = t.testdir()
   buildLayer(join(base, 'src'), SPEC)
   const { dir } = await importLayer(join(base, 'src'), join(base, 'tmp'))
@@ -110,8 +113,9 @@ t.test('the layer tar is plain OCI: whiteouts and opaque markers as .wh. files, 
   t.match(text, 'etc/.wh.motd')
   t.match(text, 'etc/.wh.issue')
   t.match(text, 'var/cache/.wh..wh..opq')
-  t.notMatch(text, 'trusted.overlay')
+  t.notMatch(text, 'trusted.overlay.opaque')
   t.match(text, 'SCHILY.xattr.user.note=hi')
+  t.match(text, 'SCHILY.xattr.trusted.overlay.overlay.opaque=y', 'an escaped trusted.overlay.* xattr is content: it travels')
 })
 
 t.test('kernel overlayfs takes an imported layer as a lowerdir', async (t) => {

@@ -5,7 +5,7 @@ import {
 import { copyData, fsetxattr, futimens, lgetxattr, llistxattr, lsetxattr, lutimens, mknod } from '../sys/index.js'
 import type { LayerEntry } from './entry.js'
 import { scanLayer } from './scan.js'
-import { OVERLAY_XATTR_PREFIX, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, makeWhiteout, markOpaque } from './whiteout.js'
+import { isPrivateXattr, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, makeWhiteout, markOpaque } from './whiteout.js'
 
 /**
  * Xattrs worth copying: everything but overlayfs' own, which describe a particular overlay
@@ -14,7 +14,7 @@ import { OVERLAY_XATTR_PREFIX, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, makeWhiteout, 
 function contentXattrs (path: string): Array<[string, Buffer]> {
   const out: Array<[string, Buffer]> = []
   for (const name of llistxattr(path)) {
-    if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue
+    if (isPrivateXattr(name)) continue
     const value = lgetxattr(path, name)
     if (value !== undefined) out.push([name, value])
   }

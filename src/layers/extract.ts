@@ -15,8 +15,8 @@ import type { Timespec } from './entry.js'
 import { paxXattrs, parsePaxId, parsePaxTime } from './pax.js'
 import { entryComponents } from './tar-path.js'
 import {
-  META_PREFIX, OPAQUE_MARKER, OVERLAY_XATTR_PREFIX, OPAQUE_XATTR, S_IFBLK, S_IFCHR, S_IFIFO,
-  WHITEOUT_PREFIX, isOpaqueValue, makeWhiteout, markOpaque, whiteoutTarget
+  META_PREFIX, OPAQUE_MARKER, OPAQUE_XATTR, S_IFBLK, S_IFCHR, S_IFIFO,
+  WHITEOUT_PREFIX, isOpaqueValue, isPrivateXattr, makeWhiteout, markOpaque, whiteoutTarget
 } from './whiteout.js'
 
 export interface ExtractOptions {
@@ -59,7 +59,7 @@ function headerMeta (h: TarHeader): Meta {
   const xattrs = paxXattrs(pax)
   let opaque = false
   for (const name of [...xattrs.keys()]) {
-    if (!name.startsWith(OVERLAY_XATTR_PREFIX)) continue
+    if (!isPrivateXattr(name)) continue
     // Only the opaque flag is layer content; redirect/origin/metacopy refer to a particular
     // overlay's other layers and must never be taken from an image.
     if (name === OPAQUE_XATTR) opaque = isOpaqueValue(xattrs.get(name))

@@ -9,8 +9,8 @@ import type { LayerEntry } from './entry.js'
 import { LIBARCHIVE_XATTR, SCHILY_XATTR, formatPaxTime, isUtf8Clean } from './pax.js'
 import { scanLayer } from './scan.js'
 import {
-  OPAQUE_MARKER, OVERLAY_XATTR_PREFIX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
-  WHITEOUT_PREFIX
+  OPAQUE_MARKER, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
+  WHITEOUT_PREFIX, isPrivateXattr
 } from './whiteout.js'
 
 export interface LayerTarOptions {
@@ -49,7 +49,7 @@ function splitPath (path: string): { parent: string, base: string } {
  */
 function xattrRecords (abs: string, names: string[], pax: Record<string, string>): void {
   for (const name of [...names].sort()) {
-    if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue
+    if (isPrivateXattr(name)) continue
     const value = lgetxattr(abs, name)
     if (value === undefined) continue
     if (isUtf8Clean(value)) pax[SCHILY_XATTR + name] = value.toString('utf8')

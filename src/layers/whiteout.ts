@@ -11,8 +11,19 @@ export const OPAQUE_MARKER = '.wh..wh..opq'
 /** OCI reserves every `.wh..wh.` name for meta-entries; the opaque marker is the only one defined. */
 export const META_PREFIX = '.wh..wh.'
 export const OPAQUE_XATTR = 'trusted.overlay.opaque'
-/** Overlayfs-private xattrs describe the layer's own structure and never travel in a tar. */
 export const OVERLAY_XATTR_PREFIX = 'trusted.overlay.'
+/**
+ * A user's own `trusted.overlay.*` xattr, stored escaped as kernel overlayfs stores it since
+ * Linux 6.7 (an overlay's layers can then sit inside another overlay): content like any other.
+ */
+export const ESCAPED_XATTR_PREFIX = `${OVERLAY_XATTR_PREFIX}overlay.`
+
+/**
+ * Overlayfs-private xattrs (opaque, redirect, origin, metacopy) describe a particular overlay's
+ * structure: they never travel in a tar and are never shown through a mount.
+ */
+export const isPrivateXattr = (name: string): boolean =>
+  name.startsWith(OVERLAY_XATTR_PREFIX) && !name.startsWith(ESCAPED_XATTR_PREFIX)
 
 export const S_IFMT = 0o170000
 export const S_IFSOCK = 0o140000

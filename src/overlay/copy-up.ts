@@ -11,7 +11,7 @@ import { InodeMap } from './inode-map.js'
 import { lowerDataPath } from './materialize.js'
 import { NEW_FILE, SpareFiles, type Owner } from './spare-files.js'
 import { type Upper, parentOf } from './upper.js'
-import { isPrivateXattr } from './xattr-names.js'
+import { isPrivateXattr } from '../layers/whiteout.js'
 
 /**
  * How much of a file a change needs in the upper: everything, nothing of its data (it is about
