@@ -152,7 +152,7 @@ export class CopyUp {
     }
     const tmp = this.upper.tmpName()
     fs.mkdirSync(tmp, { mode: 0o700 })
-    this.finish(path, entry, tmp, byPath(tmp, undefined))
+    this.finish(path, entry, tmp, byPath(tmp))
     this.upper.noteDir(path, false)
   }
 
@@ -166,7 +166,7 @@ export class CopyUp {
       try {
         if (type === S_IFLNK) fs.symlinkSync(entry.target ?? fs.readlinkSync(this.lower.realPath(path, entry)), tmp)
         else sys.mknod(tmp, type, entry.attr.rdev)
-        this.finish(path, entry, tmp, byPath(tmp, undefined))
+        this.finish(path, entry, tmp, byPath(tmp))
       } catch (err) {
         fs.rmSync(tmp, { force: true })
         throw err
@@ -234,10 +234,13 @@ export class CopyUp {
     this.inoOf.set(ino, lowerIno(entry.layer, attr.ino))
     return ino
   }
-
 }
 
-/** A node being built in the work dir, and whom it belongs to when that is known. */
+/**
+ * A node being built in the work dir, and whom it belongs to when that is known. A symlink or a
+ * device node cannot be opened for its metadata, so those are set by path; a regular file's
+ * through the descriptor it was filled by.
+ */
 interface Building {
   owner: Owner | undefined
   setxattr (name: string, value: Buffer): void
@@ -247,9 +250,10 @@ interface Building {
   ino (): number
 }
 
-function byPath (path: string, owner: Owner | undefined): Building {
+/** Directories, symlinks and device nodes: built by path, owner unknown. */
+function byPath (path: string): Building {
   return {
-    owner,
+    owner: undefined,
     setxattr: (name, value) => sys.lsetxattr(path, name, value),
     chown: (uid, gid) => fs.lchownSync(path, uid, gid),
     chmod: mode => fs.chmodSync(path, mode),
@@ -258,6 +262,7 @@ function byPath (path: string, owner: Owner | undefined): Building {
   }
 }
 
+/** A regular file, through the descriptor it was filled by; a spare's owner is known. */
 function byFd (fd: number, owner: Owner | undefined): Building {
   return {
     owner,

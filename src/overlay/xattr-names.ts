@@ -1,11 +1,9 @@
 import { ESCAPED_XATTR_PREFIX, OVERLAY_XATTR_PREFIX, isPrivateXattr } from '../layers/whiteout.js'
 
 /**
- * The merged view's xattr names and the layers' (see isPrivateXattr): a user's
- * `trusted.overlay.*` is stored as `trusted.overlay.overlay.*`, and the overlay's own never show.
+ * The name a merged view's xattr has in the layers: a user's `trusted.overlay.*` is stored as
+ * `trusted.overlay.overlay.*` (see isPrivateXattr).
  */
-
-/** The name a merged view's xattr has in the layers. */
 export const realXattrName = (shown: string): string =>
   shown.startsWith(OVERLAY_XATTR_PREFIX) ? ESCAPED_XATTR_PREFIX + shown.slice(OVERLAY_XATTR_PREFIX.length) : shown
 
