@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto'
-import { readdirSync } from 'node:fs'
-import { S_IFDIR, S_IFMT } from '../layers/whiteout.js'
-import { lstat } from '../sys/index.js'
+import { scanLayer } from '../layers/scan.js'
+import type { Stat } from '../sys/index.js'
 
 export interface LowerFingerprint {
   /** `sha256:` of the lower dirs' real paths and of every entry's identity and change time. */
@@ -21,31 +20,43 @@ const RACY_MS = 2500
  * change to a node (data, mode, owner, xattrs, times) moves its ctime, and every change to a
  * directory's names moves the directory's ctime, and ctime cannot be set back, so the same
  * (path, dev, ino, ctime) of every entry means the same tree. That takes an lstat of every entry:
- * nothing cheaper is safe. The readdir order is the filesystem's: an unchanged directory lists the
- * same way, and a differing order only costs a rebuild.
+ * nothing cheaper is safe. It is fed the lstats a layer walk reads anyway, so an index build
+ * takes its fingerprint in the same pass.
  */
-export function fingerprintLowers (layerDirs: readonly string[]): LowerFingerprint {
-  const started = Date.now()
-  const hash = createHash('sha256')
-  let newest = 0
+export class LowerFingerprinter {
+  private readonly hash = createHash('sha256')
+  private readonly started = Date.now()
+  private newest = 0
   // Hashed a few thousand entries at a time: one update per entry costs a third of the walk.
-  let chunk = `stratafs lower fingerprint 1\0${layerDirs.length}\0`
-  for (const root of layerDirs) {
-    chunk += `${root}\0`
-    const stack = ['']
-    while (stack.length > 0) {
-      const rel = stack.pop() as string
-      const st = lstat(root + rel)
-      const ctimeMs = st.ctime[0] * 1000 + st.ctime[1] / 1e6
-      if (ctimeMs > newest) newest = ctimeMs
-      chunk += `${rel}\0${st.dev}\0${st.ino}\0${st.ctime[0]}.${st.ctime[1]}\0${st.mode}\n`
-      if (chunk.length > 1 << 16) {
-        hash.update(chunk)
-        chunk = ''
-      }
-      if ((st.mode & S_IFMT) === S_IFDIR) for (const name of readdirSync(root + rel)) stack.push(`${rel}/${name}`)
+  private chunk: string
+
+  constructor (layerDirs: readonly string[]) {
+    this.chunk = `stratafs lower fingerprint 2\0${layerDirs.length}\0${layerDirs.join('\0')}\0`
+  }
+
+  /** Entry `path` of layer `layer` (bottom = 0), as `scanLayer` walks it. */
+  seen (layer: number, path: string, st: Stat): void {
+    const ctimeMs = st.ctime[0] * 1000 + st.ctime[1] / 1e6
+    if (ctimeMs > this.newest) this.newest = ctimeMs
+    this.chunk += `${layer}\0${path}\0${st.dev}\0${st.ino}\0${st.ctime[0]}.${st.ctime[1]}\0${st.mode}\n`
+    if (this.chunk.length > 1 << 16) {
+      this.hash.update(this.chunk)
+      this.chunk = ''
     }
   }
-  hash.update(chunk)
-  return { digest: `sha256:${hash.digest('hex')}`, racy: newest >= started - RACY_MS }
+
+  result (): LowerFingerprint {
+    this.hash.update(this.chunk)
+    return { digest: `sha256:${this.hash.digest('hex')}`, racy: this.newest >= this.started - RACY_MS }
+  }
+}
+
+/** The fingerprint alone, from a walk that reads no more than it needs. */
+export function fingerprintLowers (layerDirs: readonly string[]): LowerFingerprint {
+  const fingerprint = new LowerFingerprinter(layerDirs)
+  layerDirs.forEach((root, layer) => {
+    const walk = scanLayer(root, { identityOnly: true, seen: (path, st) => fingerprint.seen(layer, path, st) })
+    while (walk.next().done !== true);
+  })
+  return fingerprint.result()
 }

@@ -2,11 +2,13 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { LowerIndex, type IndexRecord } from '../overlay/lower-index.js'
 import { OverlayIndexStore } from '../store/overlay-index-store.js'
-import { fingerprintLowers } from './lower-fingerprint.js'
+import { fingerprintLowers, LowerFingerprinter } from './lower-fingerprint.js'
 
 /**
  * The lower index of a standalone overlay with a work dir: the one stored in
  * `<workdir>/stratafs` when the lower dirs are unchanged since it was built, else built and stored.
+ * A work dir that holds no index (every container's first mount) is not fingerprinted apart:
+ * the build's own walk takes the fingerprint, which saves a walk of every lower entry.
  * The store is closed before the mount: a server can outlive its mount by a moment (it learns of
  * a `fusermount -u` only when it next reads the device), and must not hold the lock the next
  * mount needs.
@@ -14,22 +16,29 @@ import { fingerprintLowers } from './lower-fingerprint.js'
 export async function standaloneLowerIndex (lowerDirs: readonly string[], workDir: string, log: Logger): Promise<LowerIndex> {
   const store = await OverlayIndexStore.open(join(workDir, 'stratafs'))
   try {
-    const started = performance.now()
-    const { digest, racy } = fingerprintLowers(lowerDirs)
-    const checked = performance.now()
-    const stored = await store.load<IndexRecord['entry']>(digest)
-    if (stored !== undefined) {
-      const index = await LowerIndex.fromRecords(lowerDirs, stored)
-      log.info({ layers: lowerDirs.length, entries: index.size, fingerprintMs: ms(checked - started), loadMs: ms(performance.now() - checked) }, 'lower index loaded')
-      return index
+    let started = performance.now()
+    let fingerprintMs: number | undefined
+    if (await store.holdsAny()) {
+      const { digest } = fingerprintLowers(lowerDirs)
+      const checked = performance.now()
+      fingerprintMs = ms(checked - started)
+      const stored = await store.load<IndexRecord['entry']>(digest)
+      if (stored !== undefined) {
+        const index = await LowerIndex.fromRecords(lowerDirs, stored)
+        log.info({ layers: lowerDirs.length, entries: index.size, fingerprintMs, loadMs: ms(performance.now() - checked) }, 'lower index loaded')
+        return index
+      }
+      started = checked
     }
-    const index = await LowerIndex.build(lowerDirs)
+    const fingerprinter = new LowerFingerprinter(lowerDirs)
+    const index = await LowerIndex.build(lowerDirs, (layer, path, st) => fingerprinter.seen(layer, path, st))
+    const { digest, racy } = fingerprinter.result()
     const built = performance.now()
     // A racy fingerprint could match a later, different tree: the index is used but not kept.
     const records = racy ? 0 : await store.save(digest, index.records())
     log.info({
       layers: lowerDirs.length, entries: index.size, stored: records, racy,
-      fingerprintMs: ms(checked - started), buildMs: ms(built - checked), persistMs: ms(performance.now() - built)
+      fingerprintMs, buildMs: ms(built - started), persistMs: ms(performance.now() - built)
     }, 'lower index built')
     return index
   } finally {

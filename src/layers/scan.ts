@@ -68,24 +68,36 @@ function listDir (disk: string, path: string): { children: Pending[], opaqueMark
   return { children: keyed.map(([, p]) => p), opaqueMarker }
 }
 
+export interface ScanOptions {
+  /** Called with the lstat of every node the walk reads (a `.wh.` marker's for its whiteout), in walk order. */
+  seen?: (path: string, st: Stat) => void
+  /**
+   * Only the tree's shape and attributes: symlink targets and opaque xattrs are not read (their
+   * changes move a ctime `seen` gets), for a walk that identifies the tree.
+   */
+  identityOnly?: boolean
+}
+
 /**
  * Walks a layer directory depth-first, parents before children and siblings in byte order of
  * their names, yielding the root ('/') first. Whiteouts and opaque markers of both forms are
  * folded into the entries they describe; marker files never appear. Sync because it runs when an
  * index is built, where a syscall per entry through the thread pool would cost more than it saves.
  */
-export function * scanLayer (dir: string): Generator<LayerEntry> {
+export function * scanLayer (dir: string, opts: ScanOptions = {}): Generator<LayerEntry> {
+  const { seen, identityOnly = false } = opts
   const stack: Pending[] = [{ path: '/', disk: dir.replace(/\/+$/, '') || '/', ociWhiteout: false }]
   while (stack.length > 0) {
     const item = stack.pop() as Pending
     const st = lstat(item.disk)
+    seen?.(item.path, st)
     if (item.ociWhiteout || isKernelWhiteout(st.mode, st.rdev)) {
       yield { path: item.path, whiteout: true, attr: whiteoutAttr(st) }
       continue
     }
     const entry: LayerEntry = { path: item.path, attr: toAttr(st) }
     if (st.mode >> 12 === 0o12) {
-      entry.target = readlinkSync(item.disk)
+      if (!identityOnly) entry.target = readlinkSync(item.disk)
       yield entry
       continue
     }
@@ -94,7 +106,7 @@ export function * scanLayer (dir: string): Generator<LayerEntry> {
       continue
     }
     const { children, opaqueMarker } = listDir(item.disk, item.path)
-    if (opaqueMarker || isOpaqueValue(lgetxattr(item.disk, OPAQUE_XATTR))) entry.opaque = true
+    if (opaqueMarker || (!identityOnly && isOpaqueValue(lgetxattr(item.disk, OPAQUE_XATTR)))) entry.opaque = true
     yield entry
     for (let i = children.length - 1; i >= 0; i--) stack.push(children[i])
   }

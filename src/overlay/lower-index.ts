@@ -1,5 +1,6 @@
 import type { LayerEntry, NodeAttr } from '../layers/entry.js'
 import { scanLayer } from '../layers/scan.js'
+import type { Stat } from '../sys/index.js'
 import { S_IFDIR, S_IFMT } from './mode.js'
 
 /**
@@ -70,11 +71,15 @@ export class LowerIndex {
     this.dirs.set('/', new Map())
   }
 
-  /** Folds the layers bottom first, applying whiteouts and opaque directories of both forms. */
-  static async build (layerDirs: readonly string[]): Promise<LowerIndex> {
+  /**
+   * Folds the layers bottom first, applying whiteouts and opaque directories of both forms.
+   * `seen`: handed every node's lstat as it is read (see `ScanOptions.seen`).
+   */
+  static async build (layerDirs: readonly string[], seen?: (layer: number, path: string, st: Stat) => void): Promise<LowerIndex> {
     const index = new LowerIndex(layerDirs)
     for (let layer = 0; layer < layerDirs.length; layer++) {
-      for await (const entry of scanLayer(layerDirs[layer])) index.apply(layer, entry)
+      const opts = seen === undefined ? {} : { seen: (path: string, st: Stat) => seen(layer, path, st) }
+      for await (const entry of scanLayer(layerDirs[layer], opts)) index.apply(layer, entry)
     }
     return index
   }

@@ -21,6 +21,12 @@ export class OverlayIndexStore {
     return new OverlayIndexStore(await openDb(dir, `another stratafs overlay is using the work dir of ${dir}`))
   }
 
+  /** Whether a whole index is stored, under whatever fingerprint. */
+  async holdsAny (): Promise<boolean> {
+    for await (const key of this.table.keys()) if (await this.table.has(key)) return true
+    return false
+  }
+
   /** The index stored under `fingerprint`, or undefined. */
   async load<E> (fingerprint: string): Promise<AsyncIterable<Array<ChainRecord<E>>> | undefined> {
     return await this.table.has(fingerprint) ? this.table.get<E>(fingerprint) : undefined
