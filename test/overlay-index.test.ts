@@ -7,6 +7,8 @@ import pino from 'pino'
 import { fingerprintLowers } from '../src/daemon/lower-fingerprint.js'
 import { standaloneLowerIndex } from '../src/daemon/standalone-index.js'
 import { OverlayIndexStore } from '../src/store/overlay-index-store.js'
+import { LowerIndex } from '../src/overlay/lower-index.js'
+import { buildStack, randomStack } from './lib/layer-builder.js'
 import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
 
 /**
@@ -117,4 +119,26 @@ t.test('stratafs overlay: a lower file edited between two mounts shows its edit'
   const second = mountStratafs(t, opts)
   t.equal(readFileSync(join(second, 'etc/shadowed'), 'utf8'), 'edited while unmounted\n', 'the edit shows, whole')
   t.equal(unmountFuse(second), undefined)
+})
+
+t.test('an index loaded from its records answers as the one built', async (t: Tap) => {
+  for (const seed of [1, 2, 3]) {
+    const lowers = buildStack(t.testdir(), randomStack(seed, 6))
+    const built = await LowerIndex.build(lowers)
+    const loaded = await LowerIndex.fromRecords(lowers, [[...built.records()]])
+    const walk = (index: LowerIndex, dir: string, out: Map<string, unknown>): Map<string, unknown> => {
+      for (const [name, entry] of index.list(dir)) {
+        const path = join(dir, name)
+        out.set(path, entry)
+        t.same(index.lookup(path), entry, `${path}: a lookup finds what the listing holds`)
+        if (index.isDir(path)) walk(index, path, out)
+      }
+      return out
+    }
+    const names = walk(built, '/', new Map())
+    t.ok([...names.values()].some((e) => (e as { target?: string }).target !== undefined), `seed ${seed}: symlinks in the view`)
+    t.ok([...names.values()].some((e) => (e as { merged?: true }).merged === true), `seed ${seed}: merged directories in the view`)
+    t.same(walk(loaded, '/', new Map()), names, `seed ${seed}: every name, type, attribute, target and merge the same`)
+    t.same(loaded.root, built.root)
+  }
 })

@@ -1,28 +1,10 @@
-import type { LayerEntry, NodeAttr } from '../layers/entry.js'
+import type { LayerEntry } from '../layers/entry.js'
 import { scanLayer } from '../layers/scan.js'
 import type { Stat } from '../sys/index.js'
 import { S_IFDIR, S_IFMT } from './mode.js'
+import { PackedEntries, type IndexEntry, type StoredEntry } from './packed-entries.js'
 
-/**
- * One name of the merged view of a layer stack. `layer` is the position (bottom = 0) of the
- * topmost copy, whose attributes the merged view shows. `merged` marks a directory that combines
- * copies from several layers: kernel overlayfs reports nlink 1 for those.
- */
-export interface IndexEntry {
-  layer: number
-  attr: NodeAttr
-  target?: string
-  merged?: true
-}
-
-/**
- * An entry as persisted: its fields in a fixed order, without their names, which made most of
- * the stored bytes and of the JSON work of storing and loading an index:
- * [layer, mode, uid, gid, size, rdev, nlink, ino, blocks, atime s, ns, mtime s, ns, ctime s, ns,
- * merged (1 or 0), then the symlink target when there is one].
- */
-export type StoredEntry = [number, number, number, number, number, number, number, number, number,
-  number, number, number, number, number, number, number, string?]
+export type { IndexEntry, StoredEntry }
 
 /** A persisted form of the index: one record per name. */
 export interface IndexRecord {
@@ -31,40 +13,18 @@ export interface IndexRecord {
   entry: StoredEntry
 }
 
-function storedEntry (e: IndexEntry): StoredEntry {
-  const a = e.attr
-  const out: StoredEntry = [e.layer, a.mode, a.uid, a.gid, a.size, a.rdev, a.nlink, a.ino, a.blocks,
-    a.atime[0], a.atime[1], a.mtime[0], a.mtime[1], a.ctime[0], a.ctime[1], e.merged === true ? 1 : 0]
-  if (e.target !== undefined) out.push(e.target)
-  return out
-}
-
-function loadedEntry (s: StoredEntry): IndexEntry {
-  const entry: IndexEntry = {
-    layer: s[0],
-    attr: {
-      mode: s[1], uid: s[2], gid: s[3], size: s[4], rdev: s[5], nlink: s[6], ino: s[7], blocks: s[8],
-      atime: [s[9], s[10]], mtime: [s[11], s[12]], ctime: [s[13], s[14]]
-    }
-  }
-  if (s[15] === 1) entry.merged = true
-  if (s[16] !== undefined) entry.target = s[16]
-  return entry
-}
-
 export const ROOT_RECORD_NAME = ''
-
-const isDir = (attr: NodeAttr): boolean => (attr.mode & S_IFMT) === S_IFDIR
 
 /**
  * The merged view of the read-only layers of a stack, held in memory: lower layers never change,
  * so every lookup, getattr and readdir of a lower name is answered without a syscall, whatever
- * the depth of the stack.
+ * the depth of the stack. Names map to entries of a PackedEntries.
  */
 export class LowerIndex {
   readonly layerDirs: readonly string[]
-  private readonly dirs = new Map<string, Map<string, IndexEntry>>()
-  private rootEntry: IndexEntry | undefined
+  private readonly dirs = new Map<string, Map<string, number>>()
+  private readonly entries = new PackedEntries()
+  private rootId: number | undefined
 
   private constructor (layerDirs: readonly string[]) {
     this.layerDirs = layerDirs
@@ -81,59 +41,70 @@ export class LowerIndex {
       const opts = seen === undefined ? {} : { seen: (path: string, st: Stat) => seen(layer, path, st) }
       for await (const entry of scanLayer(layerDirs[layer], opts)) index.apply(layer, entry)
     }
+    index.entries.trim()
     return index
   }
 
   static async fromRecords (layerDirs: readonly string[], batches: AsyncIterable<IndexRecord[]> | Iterable<IndexRecord[]>): Promise<LowerIndex> {
     const index = new LowerIndex(layerDirs)
+    const { dirs, entries } = index
     for await (const batch of batches) {
       for (const record of batch) {
         const { dir, name } = record
-        const entry = loadedEntry(record.entry)
+        const id = entries.addStored(record.entry)
         if (name === ROOT_RECORD_NAME) {
-          index.rootEntry = entry
+          index.rootId = id
           continue
         }
-        let children = index.dirs.get(dir)
+        let children = dirs.get(dir)
         if (children === undefined) {
           children = new Map()
-          index.dirs.set(dir, children)
+          dirs.set(dir, children)
         }
-        children.set(name, entry)
-        if (isDir(entry.attr)) {
+        children.set(name, id)
+        if (entries.isDir(id)) {
           const path = join(dir, name)
-          if (!index.dirs.has(path)) index.dirs.set(path, new Map())
+          if (!dirs.has(path)) dirs.set(path, new Map())
         }
       }
     }
+    entries.trim()
     return index
   }
 
   * records (): Iterable<IndexRecord> {
-    if (this.rootEntry !== undefined) yield { dir: '/', name: ROOT_RECORD_NAME, entry: storedEntry(this.rootEntry) }
+    if (this.rootId !== undefined) yield { dir: '/', name: ROOT_RECORD_NAME, entry: this.entries.stored(this.rootId) }
     for (const [dir, children] of this.dirs) {
-      for (const [name, entry] of children) yield { dir, name, entry: storedEntry(entry) }
+      for (const [name, id] of children) yield { dir, name, entry: this.entries.stored(id) }
     }
   }
 
   get root (): IndexEntry | undefined {
-    return this.rootEntry
+    return this.rootId === undefined ? undefined : this.entries.get(this.rootId)
   }
 
   /** The entry of `name` inside directory `dir`, or undefined. */
   child (dir: string, name: string): IndexEntry | undefined {
-    return this.dirs.get(dir)?.get(name)
+    const id = this.dirs.get(dir)?.get(name)
+    return id === undefined ? undefined : this.entries.get(id)
   }
 
   lookup (path: string): IndexEntry | undefined {
-    if (path === '/') return this.rootEntry
+    if (path === '/') return this.root
     const slash = path.lastIndexOf('/')
     return this.child(slash === 0 ? '/' : path.slice(0, slash), path.slice(slash + 1))
   }
 
-  /** The children of a directory of the merged lower view (empty when it is not one). */
-  list (dir: string): ReadonlyMap<string, IndexEntry> {
-    return this.dirs.get(dir) ?? EMPTY
+  /** Whether `path` names a directory of the merged lower view; cheaper than a lookup. */
+  isDir (path: string): boolean {
+    return this.dirs.has(path)
+  }
+
+  /** The children of a directory of the merged lower view (none when it is not one). */
+  * list (dir: string): Iterable<[string, IndexEntry]> {
+    const children = this.dirs.get(dir)
+    if (children === undefined) return
+    for (const [name, id] of children) yield [name, this.entries.get(id)]
   }
 
   /** The real path of an entry's topmost copy. */
@@ -148,11 +119,12 @@ export class LowerIndex {
   }
 
   private apply (layer: number, entry: LayerEntry): void {
+    const { entries } = this
     if (entry.path === '/') {
       if (entry.opaque === true) this.clear('/')
-      this.rootEntry = this.rootEntry === undefined || entry.opaque === true
-        ? { layer, attr: entry.attr }
-        : { layer, attr: entry.attr, merged: true }
+      const merged = this.rootId !== undefined && entry.opaque !== true
+      if (this.rootId === undefined) this.rootId = entries.add(layer, entry.attr, merged)
+      else entries.set(this.rootId, layer, entry.attr, merged)
       return
     }
     const slash = entry.path.lastIndexOf('/')
@@ -168,19 +140,23 @@ export class LowerIndex {
       children.delete(name)
       return
     }
-    if (prev !== undefined && isDir(prev.attr) && isDir(entry.attr) && entry.opaque !== true) {
-      children.set(name, { layer, attr: entry.attr, merged: true })
+    const dirHere = isDirMode(entry.attr.mode)
+    if (prev !== undefined && entries.isDir(prev) && dirHere && entry.opaque !== true) {
+      entries.set(prev, layer, entry.attr, true)
       return
     }
-    if (prev !== undefined) this.remove(entry.path, prev)
-    const next: IndexEntry = { layer, attr: entry.attr }
-    if (entry.target !== undefined) next.target = entry.target
-    children.set(name, next)
-    if (isDir(entry.attr)) this.dirs.set(entry.path, new Map())
+    if (prev !== undefined) {
+      this.remove(entry.path, prev)
+      entries.set(prev, layer, entry.attr, false, entry.target)
+    } else {
+      children.set(name, entries.add(layer, entry.attr, false, entry.target))
+    }
+    if (dirHere) this.dirs.set(entry.path, new Map())
   }
 
-  private remove (path: string, entry: IndexEntry): void {
-    if (isDir(entry.attr)) {
+  /** Drops what a replaced entry `id` at `path` held below it. */
+  private remove (path: string, id: number): void {
+    if (this.entries.isDir(id)) {
       this.clear(path)
       this.dirs.delete(path)
     }
@@ -194,7 +170,7 @@ export class LowerIndex {
   }
 }
 
-const EMPTY: ReadonlyMap<string, IndexEntry> = new Map()
+const isDirMode = (mode: number): boolean => (mode & S_IFMT) === S_IFDIR
 
 export function join (dir: string, name: string): string {
   return dir === '/' ? '/' + name : dir + '/' + name

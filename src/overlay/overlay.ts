@@ -628,8 +628,7 @@ export class Overlay {
   private lowerVisible (dir: string): boolean {
     if (this.upper === undefined || dir === '/') return true
     if (this.upper.dirAt(dir)?.opaque === true) return false
-    const entry = this.lower.lookup(dir)
-    return entry !== undefined && isDirMode(entry.attr.mode) && this.lowerVisible(parentOf(dir))
+    return this.lower.isDir(dir) && this.lowerVisible(parentOf(dir))
   }
 
   /** A directory present in the upper and below it, merging the two. */
