@@ -4,11 +4,11 @@
 #     -v /var/lib/stratafs:/var/lib/stratafs stratafs daemon
 FROM node:20-bookworm
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libfuse2 fuse3 attr \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fuse3 attr \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/stratafs
 COPY package.json package-lock.json .npmrc ./
-COPY patches ./patches
+COPY native ./native
 COPY scripts ./scripts
 COPY tsconfig.json ./
 COPY src ./src

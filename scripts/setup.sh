@@ -10,9 +10,12 @@ installed () {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
 
-# libfuse3-dev brings libfuse 3 and its headers; fuse3 its fusermount3.
+# libfuse3-dev brings libfuse 3 and its headers; fuse3 its fusermount3. With `test`, also what
+# only the tests drive: podman and runc, to run stratafs-overlay as podman's mount program.
+packages=(libfuse3-dev pkg-config fuse3 attr busybox-static fuse-overlayfs)
+[[ ${1:-} == test ]] && packages+=(podman runc)
 missing=()
-for pkg in libfuse3-dev pkg-config fuse3 attr busybox-static fuse-overlayfs; do
+for pkg in "${packages[@]}"; do
   installed "$pkg" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
