@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -70,11 +70,31 @@ t.test('bad command lines give one clear line and no mount', async t => {
     [['-o', `lowerdir=${join(d.base, 'missing')}`, d.mnt], /is not a directory/, 1],
     [['-o', `lowerdir=${d.lower}`, join(d.base, 'nomnt')], /./, 1]
   ]
+  // Both ways in: the launcher podman and mount(8) run, whose server tells it what failed, and
+  // the Node command, which checks the command line before handing it on.
+  const entries: Array<[string, string[]]> = [['launcher', [bin]], ['node', [process.execPath, overlayMain]]]
   for (const [args, message, code] of cases) {
-    const r = bare(process.execPath, [overlayMain, ...args])
-    t.equal(r.status, code, `${args.join(' ')}: exit ${code}`)
-    t.match(String(r.stderr), message)
-    t.ok(String(r.stderr).trim().split('\n').length <= 2, 'a short message, no stack')
-    t.notOk(isMounted(d.mnt), 'nothing mounted')
+    for (const [how, [cmd, ...pre]] of entries) {
+      const r = bare(cmd!, [...pre, ...args])
+      t.equal(r.status, code, `${how} ${args.join(' ')}: exit ${code}`)
+      t.match(String(r.stderr), message)
+      t.ok(String(r.stderr).trim().split('\n').length <= 2, 'a short message, no stack')
+      t.notOk(isMounted(d.mnt), 'nothing mounted')
+    }
   }
+})
+
+t.test('the launcher says so when its server dies before answering', async t => {
+  const d = layers(t)
+  // Everything the launcher runs but node: the server cannot even start.
+  const path = join(d.base, 'path')
+  mkdirSync(path)
+  for (const tool of ['sh', 'dirname', 'readlink', 'mktemp', 'mkfifo', 'setsid', 'cat', 'rm']) {
+    const found = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim()
+    symlinkSync(found, join(path, tool))
+  }
+  const r = spawnSync(bin, ['-o', `lowerdir=${d.lower}`, d.mnt], { encoding: 'utf8', timeout: 30_000, env: { PATH: path } })
+  t.equal(r.status, 127, 'the status of the server that could not start')
+  t.match(r.stderr, /^stratafs-overlay: the server exited \(127\) before the mount answered\n$/)
+  t.notOk(isMounted(d.mnt), 'nothing mounted')
 })

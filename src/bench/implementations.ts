@@ -140,6 +140,8 @@ function fuseMount (impl: ImplName, stack: Stack, dir: string, cmd: string, args
 }
 
 const overlayMain = fileURLToPath(new URL('../cli/overlay-main.js', import.meta.url))
+/** As podman and mount(8) start it: the mount time is the one they wait for. */
+const launcher = fileURLToPath(new URL('../../bin/stratafs-overlay', import.meta.url))
 
 export const implementations: Implementation[] = [
   {
@@ -186,8 +188,8 @@ export const implementations: Implementation[] = [
     name: 'stratafs',
     kernelWhiteouts: true,
     unavailable: () => existsSync(overlayMain) ? undefined : `${overlayMain} is missing: build first`,
-    mount: (stack, dir) => fuseMount('stratafs', stack, dir, process.execPath,
-      d => [overlayMain, '-o', `lowerdir=${topFirst(stack)},upperdir=${d.upper},workdir=${d.work},metacopy=on`, d.mnt])
+    mount: (stack, dir) => fuseMount('stratafs', stack, dir, launcher,
+      d => ['-o', `lowerdir=${topFirst(stack)},upperdir=${d.upper},workdir=${d.work},metacopy=on`, d.mnt])
   }
 ]
 

@@ -1,8 +1,9 @@
 import { UsageError } from './command.js'
-import { runOverlay } from './overlay.js'
+import { runOverlay, tell } from './overlay.js'
 
-/** The entry of `stratafs-overlay` (mount.fuse / podman mount_program) and of its background child. */
-runOverlay(process.argv.slice(2)).then(code => process.exit(code), (err: Error) => {
-  process.stderr.write(`stratafs-overlay: ${err.message}\n`)
+/** The server of `stratafs-overlay` (mount.fuse / podman mount_program), in the foreground or started by its launcher. */
+const argv = process.argv.slice(2)
+runOverlay(argv).then(code => process.exit(code), (err: Error) => {
+  tell(argv, err.message)
   process.exit(err instanceof UsageError ? 2 : 1)
 })

@@ -1,5 +1,4 @@
-import { spawn } from 'node:child_process'
-import type { Readable } from 'node:stream'
+import { spawnSync } from 'node:child_process'
 import { closeSync, writeSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -36,7 +35,6 @@ interface OverlayArgs {
 
 export function parseOverlayArgs (argv: string[]): OverlayArgs {
   let foreground = false
-  let readyFd: number | undefined
   const options: string[] = []
   const positional: string[] = []
   for (let i = 0; i < argv.length; i++) {
@@ -44,7 +42,7 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     if (arg === '-f') foreground = true
     else if (arg === '-o') options.push(argv[++i] ?? '')
     else if (arg.startsWith('-o')) options.push(arg.slice(2))
-    else if (arg === '--ready-fd') readyFd = Number(argv[++i])
+    else if (arg === '--ready-fd') i++
     else if (arg.startsWith('-')) throw new UsageError(`unknown flag ${arg}\n${OVERLAY_USAGE}`)
     else positional.push(arg)
   }
@@ -79,42 +77,44 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     mountpoint: resolve(positional[positional.length - 1]),
     metacopy: values.get('metacopy') === 'on',
     ignored,
-    readyFd
+    readyFd: readyFdOf(argv)
   }
 }
 
+/** The descriptor a background server reports on (`--ready-fd N`), found even in a bad command line. */
+export function readyFdOf (argv: string[]): number | undefined {
+  const i = argv.indexOf('--ready-fd')
+  const fd = i < 0 ? NaN : Number(argv[i + 1])
+  return Number.isInteger(fd) && fd > 2 ? fd : undefined
+}
+
 /**
- * `stratafs overlay`: in the foreground it serves until unmounted; otherwise it starts itself in
- * the background and returns once the mount answers, holding none of the caller's stdio (podman
- * waits for those pipes to close).
+ * A line for the person who ran the command. A server started by the launcher has no stderr: it
+ * says its lines on the ready descriptor, and the launcher shows them.
+ */
+export function tell (argv: string[], line: string): void {
+  writeSync(readyFdOf(argv) ?? 2, `stratafs-overlay: ${line}\n`)
+}
+
+/**
+ * `stratafs overlay`: in the foreground it serves until unmounted; otherwise the launcher,
+ * `bin/stratafs-overlay`, starts it in the background and returns once the mount answers.
  */
 export async function runOverlay (argv: string[]): Promise<number> {
   const args = parseOverlayArgs(argv)
-  // Said once, by the process the caller sees: the background child has no stderr.
-  if (args.ignored.length > 0 && args.readyFd === undefined) {
-    process.stderr.write(`stratafs overlay: ignoring options: ${args.ignored.join(',')}\n`)
-  }
-  if (!args.foreground) return await startInBackground(argv)
-  // Loaded here only: the process that returns to the caller needs none of the serving code.
+  if (!args.foreground) return startInBackground(argv)
+  if (args.ignored.length > 0) tell(argv, `ignoring options: ${args.ignored.join(',')}`)
+  // Loaded here only: a command line refused costs none of the serving code.
   const [{ createLogger }, { serveStandalone }] = await Promise.all([import('../log.js'), import('../daemon/standalone-overlay.js')])
   const log = createLogger()
   process.umask(0)
-  let served
-  try {
-    served = await serveStandalone({
-      lowerDirs: args.lowerDirs,
-      upper: args.upperDir !== undefined && args.workDir !== undefined ? { upperDir: args.upperDir, workDir: args.workDir } : undefined,
-      mountpoint: args.mountpoint,
-      metacopy: args.metacopy,
-      log
-    })
-  } catch (err) {
-    if (args.readyFd !== undefined) {
-      writeSync(args.readyFd, `${(err as Error).message}\n`)
-      closeSync(args.readyFd)
-    }
-    throw err
-  }
+  const served = await serveStandalone({
+    lowerDirs: args.lowerDirs,
+    upper: args.upperDir !== undefined && args.workDir !== undefined ? { upperDir: args.upperDir, workDir: args.workDir } : undefined,
+    mountpoint: args.mountpoint,
+    metacopy: args.metacopy,
+    log
+  })
   if (args.readyFd !== undefined) {
     writeSync(args.readyFd, 'READY\n')
     closeSync(args.readyFd)
@@ -123,24 +123,10 @@ export async function runOverlay (argv: string[]): Promise<number> {
   return 0
 }
 
-async function startInBackground (argv: string[]): Promise<number> {
-  const main = fileURLToPath(new URL('./overlay-main.js', import.meta.url))
-  const child = spawn(process.execPath, [main, '-f', '--ready-fd', '3', ...argv], {
-    detached: true,
-    stdio: ['ignore', 'ignore', 'ignore', 'pipe']
-  })
-  const channel = child.stdio[3] as Readable | null
-  if (channel === null) throw new StrataError('INTERNAL', 'no readiness channel')
-  let said = ''
-  channel.setEncoding('utf8')
-  channel.on('data', (chunk: string) => { said += chunk })
-  const code = await new Promise<number | null>(resolve => {
-    channel.on('end', () => resolve(null))
-    child.on('exit', c => resolve(c ?? 1))
-  })
-  if (said.startsWith('READY')) {
-    child.unref()
-    return 0
-  }
-  throw new StrataError('MOUNT_FAILED', said.trim() !== '' ? said.trim() : `the overlay process exited (${code ?? 'no status'})`)
+/** The launcher does it, with the caller's stdio, so that there is one way to go to the background. */
+function startInBackground (argv: string[]): number {
+  const launcher = fileURLToPath(new URL('../../bin/stratafs-overlay', import.meta.url))
+  const r = spawnSync(launcher, argv, { stdio: 'inherit' })
+  if (r.error !== undefined) throw new StrataError('MOUNT_FAILED', `${launcher}: ${r.error.message}`)
+  return r.status ?? 1
 }
