@@ -1,5 +1,7 @@
 import { mkdir } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Level } from 'level'
+import { errorCode } from '../errors.js'
 import { IndexTable } from './index-table.js'
 import { openDb } from './open-db.js'
 import type { ChainRecord } from './records.js'
@@ -16,9 +18,18 @@ export class OverlayIndexStore {
     this.table = new IndexTable(db)
   }
 
-  static async open (dir: string): Promise<OverlayIndexStore> {
+  /** Waits up to `waitMs` for another process to let go of it, then answers STORE_LOCKED. */
+  static async open (dir: string, waitMs = 0): Promise<OverlayIndexStore> {
     await mkdir(dir, { recursive: true, mode: 0o700 })
-    return new OverlayIndexStore(await openDb(dir, `another stratafs overlay is using the work dir of ${dir}`))
+    const until = performance.now() + waitMs
+    for (;;) {
+      try {
+        return new OverlayIndexStore(await openDb(dir, `another stratafs overlay is using the work dir of ${dir}`))
+      } catch (err) {
+        if (errorCode(err) !== 'STORE_LOCKED' || performance.now() >= until) throw err
+        await sleep(50)
+      }
+    }
   }
 
   /** Whether a whole index is stored, under whatever fingerprint. */
