@@ -119,8 +119,6 @@ export async function runOverlay (argv: string[]): Promise<number> {
     writeSync(args.readyFd, 'READY\n')
     closeSync(args.readyFd)
   }
-  // A cache for the next mount of this work dir: not worth failing this one for.
-  await served.keepIndex().catch(err => log.warn({ err }, 'could not store the lower index'))
   await served.done
   return 0
 }

@@ -19,7 +19,7 @@ export interface StandaloneSpec {
  * an upper, the lower index is kept in LevelDB inside the work dir for the next mount.
  * It ends on SIGTERM/SIGINT, and also when someone else unmounts it (`fusermount -u`).
  */
-export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: OverlayMount, done: Promise<void>, keepIndex: () => Promise<void> }> {
+export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: OverlayMount, done: Promise<void> }> {
   for (const [what, dir] of [...spec.lowerDirs.map(d => ['lowerdir', d]), ['upperdir', spec.upper?.upperDir], ['workdir', spec.upper?.workDir]]) {
     if (dir !== undefined && !statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
       throw new StrataError('NOT_FOUND', `${what} ${dir} is not a directory`)
@@ -27,8 +27,8 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
   }
   // A layer given as a symlink is followed, as kernel overlayfs follows it.
   const lowerDirs = spec.lowerDirs.map(d => realpathSync(d))
-  const { index: lower, keep: keepIndex } = spec.upper === undefined
-    ? { index: await builtInMemory(lowerDirs, spec.log), keep: async () => {} }
+  const lower = spec.upper === undefined
+    ? await builtInMemory(lowerDirs, spec.log)
     : await standaloneLowerIndex(lowerDirs, spec.upper.workDir, spec.log)
   const mount = await mountOverlay({
     mountpoint: spec.mountpoint,
@@ -50,7 +50,7 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
     process.once('SIGTERM', stop)
     process.once('SIGINT', stop)
   })
-  return { mount, done, keepIndex }
+  return { mount, done }
 }
 
 /** A read-only mount has no work dir to keep an index in. */

@@ -1,7 +1,5 @@
 import { mkdir } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Level } from 'level'
-import { errorCode } from '../errors.js'
 import { IndexTable } from './index-table.js'
 import { openDb } from './open-db.js'
 import type { ChainRecord } from './records.js'
@@ -18,18 +16,9 @@ export class OverlayIndexStore {
     this.table = new IndexTable(db)
   }
 
-  /** Waits up to `waitMs` for another process to let go of it, then answers STORE_LOCKED. */
-  static async open (dir: string, waitMs = 0): Promise<OverlayIndexStore> {
+  static async open (dir: string): Promise<OverlayIndexStore> {
     await mkdir(dir, { recursive: true, mode: 0o700 })
-    const until = performance.now() + waitMs
-    for (;;) {
-      try {
-        return new OverlayIndexStore(await openDb(dir, `another stratafs overlay is using the work dir of ${dir}`))
-      } catch (err) {
-        if (errorCode(err) !== 'STORE_LOCKED' || performance.now() >= until) throw err
-        await sleep(50)
-      }
-    }
+    return new OverlayIndexStore(await openDb(dir, `another stratafs overlay is using the work dir of ${dir}`))
   }
 
   /** Whether a whole index is stored, under whatever fingerprint. */
