@@ -127,10 +127,13 @@ t.test('an index loaded from its records answers as the one built', async (t: Ta
     const built = await LowerIndex.build(lowers)
     const loaded = await LowerIndex.fromRecords(lowers, [[...built.records()]])
     const walk = (index: LowerIndex, dir: string, out: Map<string, unknown>): Map<string, unknown> => {
-      for (const [name, entry] of index.list(dir)) {
+      const listed: Array<[string, number, number, number]> = []
+      index.forEachListed(dir, (...e) => listed.push(e))
+      for (const [name, mode, layer, ino] of listed) {
         const path = join(dir, name)
+        const entry = index.lookup(path)
         out.set(path, entry)
-        t.same(index.lookup(path), entry, `${path}: a lookup finds what the listing holds`)
+        t.same([entry?.attr.mode, entry?.layer, entry?.attr.ino], [mode, layer, ino], `${path}: listed as looked up`)
         if (index.isDir(path)) walk(index, path, out)
       }
       return out

@@ -100,11 +100,17 @@ export class LowerIndex {
     return this.dirs.has(path)
   }
 
-  /** The children of a directory of the merged lower view (none when it is not one). */
-  * list (dir: string): Iterable<[string, IndexEntry]> {
+  /**
+   * The children of a directory of the merged lower view (none when it is not one) as a listing
+   * shows them, unpacking no entry: a listing of
+   * 10,000 names right after the mount, while the unpacking is still interpreted, took half as
+   * long again with whole entries.
+   */
+  forEachListed (dir: string, fn: (name: string, mode: number, layer: number, ino: number) => void): void {
     const children = this.dirs.get(dir)
     if (children === undefined) return
-    for (const [name, id] of children) yield [name, this.entries.get(id)]
+    const { entries } = this
+    for (const [name, id] of children) fn(name, entries.mode(id), entries.layer(id), entries.ino(id))
   }
 
   /** The real path of an entry's topmost copy. */

@@ -179,10 +179,9 @@ export class Overlay {
       }
     }
     if (this.lowerVisible(path)) {
-      for (const [name, entry] of this.lower.list(path)) {
-        if (seen.has(name)) continue
-        out.push({ name, mode: entry.attr.mode, ino: lowerIno(entry.layer, entry.attr.ino) })
-      }
+      this.lower.forEachListed(path, (name, mode, layer, ino) => {
+        if (!seen.has(name)) out.push({ name, mode, ino: lowerIno(layer, ino) })
+      })
     }
     return out
   }

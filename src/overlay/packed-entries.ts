@@ -24,7 +24,9 @@ export type StoredEntry = [number, number, number, number, number, number, numbe
 
 /** Numbers per entry: those of a stored entry, in its order. */
 const STRIDE = 16
+const LAYER = 0
 const MODE = 1
+const INO = 7
 const MERGED = 15
 
 /**
@@ -113,6 +115,18 @@ export class PackedEntries {
 
   isDir (id: number): boolean {
     return (this.data[id * STRIDE + MODE] & S_IFMT) === S_IFDIR
+  }
+
+  mode (id: number): number {
+    return this.data[id * STRIDE + MODE]
+  }
+
+  layer (id: number): number {
+    return this.data[id * STRIDE + LAYER]
+  }
+
+  ino (id: number): number {
+    return this.data[id * STRIDE + INO]
   }
 
   /** Gives back the room kept for more entries: the index is complete. */
