@@ -100,6 +100,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
    * that its first write's GETXATTR needs no path walk. Not knowing is no error.
    */
   const learnCapability = (node: Node, fh: number): void => {
+    if (noCapability.has(node.ino)) return
     try {
       if (overlay.fgetxattr(fh, CAPABILITY) === undefined) noCapability.add(node.ino)
     } catch {}
