@@ -126,7 +126,7 @@ export async function runOverlay (argv: string[]): Promise<number> {
 /** The launcher does it, with the caller's stdio, so that there is one way to go to the background. */
 function startInBackground (argv: string[]): number {
   const launcher = fileURLToPath(new URL('../../bin/stratafs-overlay', import.meta.url))
-  const r = spawnSync(launcher, argv, { stdio: 'inherit' })
+  const r = spawnSync(launcher, argv, { stdio: 'inherit', env: { ...process.env, STRATAFS_NODE: process.execPath } })
   if (r.error !== undefined) throw new StrataError('MOUNT_FAILED', `${launcher}: ${r.error.message}`)
   return r.status ?? 1
 }
