@@ -1,4 +1,4 @@
-import { readdirSync, readlinkSync, type Dirent } from 'node:fs'
+import { readdirSync, readlinkSync } from 'node:fs'
 import { lgetxattr, lstat, type Stat } from '../sys/index.js'
 import type { LayerEntry, NodeAttr } from './entry.js'
 import {
@@ -48,19 +48,20 @@ function childPath (dir: string, name: string): string {
  * `.wh..wh..opq` is reported through the returned flag.
  */
 function listDir (disk: string, path: string): { children: Pending[], opaqueMarker: boolean } {
-  const dirents: Dirent[] = readdirSync(disk, { withFileTypes: true })
+  // Names only: every child is lstat'ed next, which says its type.
+  const names = readdirSync(disk)
   const real = new Set<string>()
-  for (const d of dirents) if (!d.name.startsWith(WHITEOUT_PREFIX)) real.add(d.name)
+  for (const name of names) if (!name.startsWith(WHITEOUT_PREFIX)) real.add(name)
   let opaqueMarker = false
   const keyed: Array<[Buffer, Pending]> = []
-  for (const d of dirents) {
-    const diskPath = `${disk}/${d.name}`
-    if (!d.name.startsWith(WHITEOUT_PREFIX)) {
-      keyed.push([Buffer.from(d.name), { path: childPath(path, d.name), disk: diskPath, ociWhiteout: false }])
+  for (const name of names) {
+    const diskPath = `${disk}/${name}`
+    if (!name.startsWith(WHITEOUT_PREFIX)) {
+      keyed.push([Buffer.from(name), { path: childPath(path, name), disk: diskPath, ociWhiteout: false }])
       continue
     }
-    if (d.name === OPAQUE_MARKER) { opaqueMarker = true; continue }
-    const hidden = whiteoutTarget(d.name)
+    if (name === OPAQUE_MARKER) { opaqueMarker = true; continue }
+    const hidden = whiteoutTarget(name)
     if (hidden === undefined || real.has(hidden)) continue
     keyed.push([Buffer.from(hidden), { path: childPath(path, hidden), disk: diskPath, ociWhiteout: true }])
   }
