@@ -34,10 +34,15 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
   npm ci --no-audit --no-fund
 fi
 
-# The FUSE session addon (native/): built against libfuse 3's headers, rebuilt when its source
-# changes. Node's headers come with the distribution's nodejs; node-gyp must not download them.
-addon=native/build/Release/fuse_session.node
-if [[ ! -f $addon || native/fuse-session.c -nt $addon || native/binding.gyp -nt $addon ]]; then
+# The addons (native/): the FUSE session, built against libfuse 3's headers, and the directory
+# listing a layer walk uses; rebuilt when a source changes. Node's headers come with the
+# distribution's nodejs; node-gyp must not download them.
+stale=0
+for addon in native/build/Release/fuse_session.node native/build/Release/dir_stats.node; do
+  [[ -f $addon ]] || stale=1
+  for src in native/*.c native/binding.gyp; do [[ ! -f $addon || $src -nt $addon ]] && stale=1; done
+done
+if ((stale)); then
   log 'building native/'
   gyp=("$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js" rebuild)
   [[ -f /usr/include/node/node_api.h ]] && gyp+=(--nodedir=/usr)

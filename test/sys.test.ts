@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { errorCode } from '../src/errors.js'
 import {
-  copyData, fgetxattr, flistxattr, fremovexattr, fsetxattr, fstat, futimens, lgetxattr, llistxattr, preadCached,
+  copyData, fgetxattr, flistxattr, fremovexattr, fsetxattr, fstat, futimens, lgetxattr, listDir, llistxattr, preadCached,
   lremovexattr, lsetxattr, lstat, lutimens, makedev, major, minor, mknod, renameat2, truncate,
   RENAME_NOREPLACE, RENAME_WHITEOUT, UTIME_NOW, UTIME_OMIT, XATTR_CREATE
 } from '../src/sys/index.js'
@@ -236,4 +236,18 @@ t.test('preadCached reads only what the page cache holds', async t => {
   t.equal(preadCached(fd, buf, buf.length, 0), undefined, 'data only on disk is left to a slow read')
   readFileSync(file)
   t.equal(preadCached(fd, buf, buf.length, 0), buf.length, 'cached again once read')
+})
+
+t.test('listDir: every child with its lstat, in byte order of the names; errors as errno codes', async t => {
+  const dir = t.testdir({ b: 'bee', B: 'big', 'a-b': '', '\uFF21': 'fullwidth A', '\u{1F600}': 'emoji', sub: {} })
+  symlinkSync('b', join(dir, 'link'))
+  mknod(join(dir, 'wh'), S_IFCHR | 0o644, 0)
+  const listed = listDir(dir)
+  t.same(listed.map(c => c.name), ['B', 'a-b', 'b', 'link', 'sub', 'wh', '\uFF21', '\u{1F600}'], 'bytes, not UTF-16 units')
+  for (const { name, st } of listed) t.same(st, lstat(join(dir, name)), `${name}: the lstat of the child, not followed`)
+  t.same(listDir(join(dir, 'sub')), [], 'an empty directory')
+  t.throws(() => listDir(join(dir, 'missing')), { code: 'ENOENT', syscall: 'scandir' })
+  t.throws(() => listDir(join(dir, 'b')), { code: 'ENOTDIR' })
+  symlinkSync('sub', join(dir, 'dirlink'))
+  t.throws(() => listDir(join(dir, 'dirlink')), { code: 'ENOTDIR' }, 'a symlink to a directory is not followed')
 })

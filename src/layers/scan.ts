@@ -1,5 +1,5 @@
-import { readdirSync, readlinkSync } from 'node:fs'
-import { lgetxattr, lstat, type Stat } from '../sys/index.js'
+import { readlinkSync } from 'node:fs'
+import { lgetxattr, listDir, lstat, type Stat } from '../sys/index.js'
 import type { LayerEntry, NodeAttr } from './entry.js'
 import {
   OPAQUE_MARKER, OPAQUE_XATTR, S_IFCHR, isKernelWhiteout, isOpaqueValue, whiteoutTarget, WHITEOUT_PREFIX
@@ -10,6 +10,8 @@ interface Pending {
   path: string
   /** Where its attributes live on disk: the node itself, or the `.wh.` marker for an OCI whiteout. */
   disk: string
+  /** The lstat of `disk`, taken when its directory was listed (the root's is taken when popped). */
+  st?: Stat
   ociWhiteout: boolean
 }
 
@@ -34,10 +36,6 @@ function whiteoutAttr (st: Stat): NodeAttr {
   return { ...toAttr(st), mode: S_IFCHR | (st.mode & 0o7777), rdev: 0, size: 0, blocks: 0 }
 }
 
-function byteOrder (a: [Buffer, unknown], b: [Buffer, unknown]): number {
-  return Buffer.compare(a[0], b[0])
-}
-
 function childPath (dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`
 }
@@ -47,26 +45,28 @@ function childPath (dir: string, name: string): string {
  * becomes a whiteout at <name> (a real <name> next to it wins, as it would in the kernel), and
  * `.wh..wh..opq` is reported through the returned flag.
  */
-function listDir (disk: string, path: string): { children: Pending[], opaqueMarker: boolean } {
-  // Names only: every child is lstat'ed next, which says its type.
-  const names = readdirSync(disk)
+function listChildren (disk: string, path: string): { children: Pending[], opaqueMarker: boolean } {
+  const listed = listDir(disk)
   const real = new Set<string>()
-  for (const name of names) if (!name.startsWith(WHITEOUT_PREFIX)) real.add(name)
+  for (const { name } of listed) if (!name.startsWith(WHITEOUT_PREFIX)) real.add(name)
   let opaqueMarker = false
-  const keyed: Array<[Buffer, Pending]> = []
-  for (const name of names) {
+  let folded = false
+  const children: Pending[] = []
+  for (const { name, st } of listed) {
     const diskPath = `${disk}/${name}`
     if (!name.startsWith(WHITEOUT_PREFIX)) {
-      keyed.push([Buffer.from(name), { path: childPath(path, name), disk: diskPath, ociWhiteout: false }])
+      children.push({ path: childPath(path, name), disk: diskPath, st, ociWhiteout: false })
       continue
     }
     if (name === OPAQUE_MARKER) { opaqueMarker = true; continue }
     const hidden = whiteoutTarget(name)
     if (hidden === undefined || real.has(hidden)) continue
-    keyed.push([Buffer.from(hidden), { path: childPath(path, hidden), disk: diskPath, ociWhiteout: true }])
+    children.push({ path: childPath(path, hidden), disk: diskPath, st, ociWhiteout: true })
+    folded = true
   }
-  keyed.sort(byteOrder)
-  return { children: keyed.map(([, p]) => p), opaqueMarker }
+  // Listed in byte order of the names on disk; a marker's hidden name may belong elsewhere.
+  if (folded) children.sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)))
+  return { children, opaqueMarker }
 }
 
 export interface ScanOptions {
@@ -90,7 +90,7 @@ export function * scanLayer (dir: string, opts: ScanOptions = {}): Generator<Lay
   const stack: Pending[] = [{ path: '/', disk: dir.replace(/\/+$/, '') || '/', ociWhiteout: false }]
   while (stack.length > 0) {
     const item = stack.pop() as Pending
-    const st = lstat(item.disk)
+    const st = item.st ?? lstat(item.disk)
     seen?.(item.path, st)
     if (item.ociWhiteout || isKernelWhiteout(st.mode, st.rdev)) {
       yield { path: item.path, whiteout: true, attr: whiteoutAttr(st) }
@@ -106,7 +106,7 @@ export function * scanLayer (dir: string, opts: ScanOptions = {}): Generator<Lay
       yield entry
       continue
     }
-    const { children, opaqueMarker } = listDir(item.disk, item.path)
+    const { children, opaqueMarker } = listChildren(item.disk, item.path)
     if (opaqueMarker || (!identityOnly && isOpaqueValue(lgetxattr(item.disk, OPAQUE_XATTR)))) entry.opaque = true
     yield entry
     for (let i = children.length - 1; i >= 0; i--) stack.push(children[i])

@@ -1,5 +1,6 @@
 export { errnoName, type SysError } from './libc.js'
 export { lstat, lstatIfExists, fstat, type Stat } from './stat.js'
+export { listDir, type DirChild } from './dir.js'
 export { mknod, makedev, major, minor } from './mknod.js'
 export {
   lgetxattr, fgetxattr, lsetxattr, fsetxattr, llistxattr, flistxattr, lremovexattr, fremovexattr,

@@ -21,38 +21,41 @@ export interface Stat {
 
 // struct stat as glibc lays it out on x86_64 (144 bytes). Node's fs.lstat rounds times through a
 // double in milliseconds (bigint mode is several times slower), hence this binding.
-const STAT_SIZE = 144
+export const STAT_SIZE = 144
 const buf = Buffer.alloc(STAT_SIZE)
 const view = new DataView(buf.buffer, buf.byteOffset, STAT_SIZE)
 
 const lstatFn = libc.func('int lstat(const char *path, void *buf)')
 const fstatFn = libc.func('int fstat(int fd, void *buf)')
 
-function u64 (off: number): number {
-  return view.getUint32(off, true) + view.getUint32(off + 4, true) * 0x1_0000_0000
+function u64 (v: DataView, off: number): number {
+  return v.getUint32(off, true) + v.getUint32(off + 4, true) * 0x1_0000_0000
 }
 
-function i64 (off: number): number {
-  return view.getUint32(off, true) + view.getInt32(off + 4, true) * 0x1_0000_0000
+function i64 (v: DataView, off: number): number {
+  return v.getUint32(off, true) + v.getInt32(off + 4, true) * 0x1_0000_0000
 }
 
-function decode (): Stat {
+/** The struct stat at `b` of `v`. */
+export function decodeStat (v: DataView, b: number): Stat {
   return {
-    dev: u64(0),
-    ino: u64(8),
-    nlink: u64(16),
-    mode: view.getUint32(24, true),
-    uid: view.getUint32(28, true),
-    gid: view.getUint32(32, true),
-    rdev: u64(40),
-    size: i64(48),
-    blksize: i64(56),
-    blocks: i64(64),
-    atime: [i64(72), i64(80)],
-    mtime: [i64(88), i64(96)],
-    ctime: [i64(104), i64(112)]
+    dev: u64(v, b),
+    ino: u64(v, b + 8),
+    nlink: u64(v, b + 16),
+    mode: v.getUint32(b + 24, true),
+    uid: v.getUint32(b + 28, true),
+    gid: v.getUint32(b + 32, true),
+    rdev: u64(v, b + 40),
+    size: i64(v, b + 48),
+    blksize: i64(v, b + 56),
+    blocks: i64(v, b + 64),
+    atime: [i64(v, b + 72), i64(v, b + 80)],
+    mtime: [i64(v, b + 88), i64(v, b + 96)],
+    ctime: [i64(v, b + 104), i64(v, b + 112)]
   }
 }
+
+const decode = (): Stat => decodeStat(view, 0)
 
 /** lstat(2) with nanosecond times. Shares one buffer: the result is decoded before returning. */
 export function lstat (path: string): Stat {
