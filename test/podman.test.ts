@@ -17,10 +17,7 @@ const bin = join(repoDir, 'bin', 'stratafs-overlay')
 type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 /** One podman with its own store: `mountProgram` undefined for podman's own kernel overlay mounts. */
-interface Podman {
-  (args: string[]): { status: number | null, stdout: string, stderr: string }
-  root: string
-}
+type Podman = (args: string[]) => { status: number | null, stdout: string, stderr: string }
 
 function podman (t: Tap, dir: string, mountProgram?: string): Podman {
   const root = join(dir, 'root')
@@ -34,11 +31,10 @@ function podman (t: Tap, dir: string, mountProgram?: string): Podman {
     ...(mountProgram === undefined ? [] : ['--storage-opt', `overlay.mount_program=${mountProgram}`])
   ]
   // tap puts its loader hooks into NODE_OPTIONS of every child; the mount program must not get them.
-  const p = ((args: string[]) => {
+  const p: Podman = (args) => {
     const r = spawnSync('env', ['-u', 'NODE_OPTIONS', 'podman', ...global, ...args], { encoding: 'utf8', timeout: 120_000 })
     return { status: r.status, stdout: r.stdout, stderr: r.stderr }
-  }) as Podman
-  p.root = root
+  }
   t.teardown(() => {
     p(['rm', '--all', '--force'])
     p(['rmi', '--all', '--force'])

@@ -102,9 +102,8 @@ export class LowerIndex {
 
   /**
    * The children of a directory of the merged lower view (none when it is not one) as a listing
-   * shows them, unpacking no entry: a listing of
-   * 10,000 names right after the mount, while the unpacking is still interpreted, took half as
-   * long again with whole entries.
+   * shows them, unpacking no entry: a listing of 10,000 names right after the mount, while the
+   * unpacking is still interpreted, took half as long again with whole entries.
    */
   forEachListed (dir: string, fn: (name: string, mode: number, layer: number, ino: number) => void): void {
     const children = this.dirs.get(dir)

@@ -43,15 +43,13 @@ export class PackedEntries {
 
   /** A new entry; its number. */
   add (layer: number, attr: NodeAttr, merged: boolean, target?: string): number {
-    const id = this.count++
-    if (this.count * STRIDE > this.data.length) this.resize(this.data.length * 2)
+    const id = this.next()
     this.set(id, layer, attr, merged, target)
     return id
   }
 
   addStored (s: StoredEntry): number {
-    const id = this.count++
-    if (this.count * STRIDE > this.data.length) this.resize(this.data.length * 2)
+    const id = this.next()
     for (let i = 0; i < STRIDE; i++) this.data[id * STRIDE + i] = s[i] as number
     if (s[STRIDE] !== undefined) this.targets.set(id, s[STRIDE])
     return id
@@ -132,6 +130,12 @@ export class PackedEntries {
   /** Gives back the room kept for more entries: the index is complete. */
   trim (): void {
     this.resize(this.count * STRIDE)
+  }
+
+  /** Room for one more entry; its number. */
+  private next (): number {
+    if ((this.count + 1) * STRIDE > this.data.length) this.resize(this.data.length * 2)
+    return this.count++
   }
 
   private resize (length: number): void {
