@@ -9,7 +9,7 @@ import type { LayerEntry } from '../src/layers/entry.js'
 import { importLayer } from '../src/layers/import.js'
 import { scanLayer } from '../src/layers/scan.js'
 import { layerTar } from '../src/layers/tar-writer.js'
-import { isPrivateXattr } from '../src/layers/whiteout.js'
+import { OverlayXattrs } from '../src/layers/overlay-xattrs.js'
 import { lgetxattr, llistxattr } from '../src/sys/index.js'
 import { buildLayer, type LayerSpec } from './lib/layer-builder.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
@@ -55,7 +55,7 @@ function describe (dir: string): string[] {
     const a = e.attr
     const xattrs = e.whiteout === true
       ? []
-      : llistxattr(join(dir, e.path)).filter((n) => !isPrivateXattr(n)).sort().map((n) => `${n}=${lgetxattr(join(dir, e.path), n)?.toString('hex') ?? ''}`)
+      : llistxattr(join(dir, e.path)).filter((n) => !OverlayXattrs.trusted.isPrivate(n)).sort().map((n) => `${n}=${lgetxattr(join(dir, e.path), n)?.toString('hex') ?? ''}`)
     const data = (a.mode & 0o170000) === 0o100000 ? readFileSync(join(dir, e.path)).toString('hex') : ''
     return JSON.stringify([e.path, a.mode, a.uid, a.gid, a.size, a.rdev, a.nlink, a.mtime, e.whiteout, e.opaque, e.target, xattrs, data])
   })

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import { fingerprintLowers } from '../src/daemon/lower-fingerprint.js'
+import { OverlayXattrs } from '../src/layers/overlay-xattrs.js'
 import { standaloneLowerIndex } from '../src/daemon/standalone-index.js'
 import { OverlayIndexStore } from '../src/store/overlay-index-store.js'
 import { LowerIndex } from '../src/overlay/lower-index.js'
@@ -36,7 +37,7 @@ function layers (base: string): string[] {
 async function load (lowers: string[], work: string): Promise<{ how: string, size: (path: string) => number | undefined, racy: boolean, walks: number }> {
   const lines: Array<{ msg: string, racy?: boolean, fingerprintMs?: number }> = []
   const sink = new Writable({ write (chunk: Buffer, _e, cb) { lines.push(JSON.parse(chunk.toString())); cb() } })
-  const index = await standaloneLowerIndex(lowers, work, pino({ level: 'info' }, sink))
+  const index = await standaloneLowerIndex(lowers, work, OverlayXattrs.trusted, pino({ level: 'info' }, sink))
   const last = lines.at(-1)!
   // A build that follows a fingerprint which matched nothing walked the layers twice.
   const walks = last.msg === 'lower index built' && last.fingerprintMs !== undefined ? 2 : 1
@@ -46,7 +47,7 @@ async function load (lowers: string[], work: string): Promise<{ how: string, siz
 async function stored (lowers: string[], work: string): Promise<boolean> {
   const store = await OverlayIndexStore.open(join(work, 'stratafs'))
   try {
-    return await store.load(fingerprintLowers(lowers).digest) !== undefined
+    return await store.load(fingerprintLowers(lowers, OverlayXattrs.trusted).digest) !== undefined
   } finally {
     await store.close()
   }
@@ -98,7 +99,8 @@ t.test('one index per work dir: storing another drops the old one', async (t: Ta
   const back: unknown[] = []
   for await (const r of (await store.load('sha256:b'))!) back.push(...r)
   t.same(back, [{ dir: '/', name: 'y', entry: 2 }])
-  t.not(fingerprintLowers(lowers).digest, fingerprintLowers([...lowers].reverse()).digest, 'the order of the layers is part of the fingerprint')
+  t.not(fingerprintLowers(lowers, OverlayXattrs.trusted).digest, fingerprintLowers([...lowers].reverse(), OverlayXattrs.trusted).digest, 'the order of the layers is part of the fingerprint')
+  t.not(fingerprintLowers(lowers, OverlayXattrs.trusted).digest, fingerprintLowers(lowers, OverlayXattrs.user).digest, 'so is the opaque xattr an index of them reads')
 })
 
 t.test('stratafs overlay: a lower file edited between two mounts shows its edit', async (t: Tap) => {

@@ -3,6 +3,7 @@ import { closeSync, writeSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { StrataError } from '../errors.js'
+import { inInitialUserNamespace } from '../sys/user-namespace.js'
 import { UsageError } from './command.js'
 
 export const OVERLAY_USAGE = `usage: stratafs overlay [-f] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W] [SOURCE] MOUNTPOINT`
@@ -19,7 +20,7 @@ const IGNORED = new Set([
   'volatile', 'fsync', 'noacl', 'xattr_permissions', 'squash_to_root', 'squash_to_uid',
   'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'xino', 'uidmapping', 'gidmapping',
   'timeout', 'threaded', 'plugins', 'context', 'fscontext', 'defcontext', 'rootcontext',
-  'userxattr', 'nfs_export', 'debug'
+  'nfs_export', 'debug'
 ])
 
 interface OverlayArgs {
@@ -29,6 +30,8 @@ interface OverlayArgs {
   workDir?: string
   mountpoint: string
   metacopy: boolean
+  /** `user.overlay.*` xattrs in place of `trusted.overlay.*` (see `overlayXattrsOf`). */
+  userxattr: boolean
   ignored: string[]
   readyFd?: number
 }
@@ -50,12 +53,14 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
   const values = new Map<string, string>()
   const ignored: string[] = []
   let readOnly = false
+  let userxattr = false
   for (const item of options.flatMap(o => o.split(','))) {
     if (item === '') continue
     const eq = item.indexOf('=')
     const key = eq < 0 ? item : item.slice(0, eq)
     if (key === 'lowerdir' || key === 'upperdir' || key === 'workdir' || key === 'metacopy') values.set(key, item.slice(eq + 1))
     else if (key === 'ro') readOnly = true
+    else if (key === 'userxattr') userxattr = true
     else if (MOUNT_FLAGS.has(key)) continue
     else if (IGNORED.has(key)) ignored.push(item)
     else throw new UsageError(`unknown option ${key}\n${OVERLAY_USAGE}`)
@@ -68,6 +73,9 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
   if ((upperDir === undefined) !== (workDir === undefined)) {
     throw new UsageError('upperdir= and workdir= go together')
   }
+  const metacopy = values.get('metacopy') === 'on'
+  // As the kernel: metacopy files would be trusted on xattrs any file's owner can set.
+  if (userxattr && metacopy) throw new UsageError('conflicting options: userxattr,metacopy=on')
   return {
     foreground,
     // lowerdir lists the top layer first, as for kernel overlayfs.
@@ -75,7 +83,8 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     upperDir: upperDir === undefined ? undefined : resolve(upperDir),
     workDir: workDir === undefined ? undefined : resolve(workDir),
     mountpoint: resolve(positional[positional.length - 1]),
-    metacopy: values.get('metacopy') === 'on',
+    metacopy,
+    userxattr,
     ignored,
     readyFd: readyFdOf(argv)
   }
@@ -104,8 +113,11 @@ export async function runOverlay (argv: string[]): Promise<number> {
   const args = parseOverlayArgs(argv)
   if (!args.foreground) return startInBackground(argv)
   if (args.ignored.length > 0) tell(argv, `ignoring options: ${args.ignored.join(',')}`)
+  const userxattr = args.userxattr || needsUserXattrs(args, argv)
   // Loaded here only: a command line refused costs none of the serving code.
-  const [{ createLogger }, { serveStandalone }] = await Promise.all([import('../log.js'), import('../daemon/standalone-overlay.js')])
+  const [{ createLogger }, { serveStandalone }, { OverlayXattrs }] = await Promise.all([
+    import('../log.js'), import('../daemon/standalone-overlay.js'), import('../layers/overlay-xattrs.js')
+  ])
   const log = createLogger()
   process.umask(0)
   const served = await serveStandalone({
@@ -113,6 +125,7 @@ export async function runOverlay (argv: string[]): Promise<number> {
     upper: args.upperDir !== undefined && args.workDir !== undefined ? { upperDir: args.upperDir, workDir: args.workDir } : undefined,
     mountpoint: args.mountpoint,
     metacopy: args.metacopy,
+    xattrs: userxattr ? OverlayXattrs.user : OverlayXattrs.trusted,
     log
   })
   if (args.readyFd !== undefined) {
@@ -121,6 +134,18 @@ export async function runOverlay (argv: string[]): Promise<number> {
   }
   await served.done
   return 0
+}
+
+/**
+ * In a user namespace other than the initial one (a rootless container engine's), `trusted.*`
+ * xattrs cannot be written, so opaque directories could not be made: the overlay's own xattrs go
+ * under `user.overlay.`, as kernel overlayfs keeps them with `-o userxattr`, and the caller is told.
+ */
+function needsUserXattrs (args: OverlayArgs, argv: string[]): boolean {
+  if (inInitialUserNamespace()) return false
+  if (args.metacopy) throw new UsageError('metacopy=on needs trusted.* xattrs, which a process in a user namespace cannot write')
+  tell(argv, 'in a user namespace: the overlay\'s xattrs are user.overlay.*, as with -o userxattr')
+  return true
 }
 
 /** The launcher does it, with the caller's stdio, so that there is one way to go to the background. */

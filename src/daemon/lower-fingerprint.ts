@@ -1,9 +1,13 @@
 import { createHash } from 'node:crypto'
+import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { scanLayer } from '../layers/scan.js'
 import type { Stat } from '../sys/index.js'
 
 export interface LowerFingerprint {
-  /** `sha256:` of the lower dirs' real paths and of every entry's identity and change time. */
+  /**
+   * `sha256:` of the lower dirs' real paths, of the opaque xattr an index of them reads, and of
+   * every entry's identity and change time.
+   */
   digest: string
   /**
    * Some entry changed so recently that a change right after it could leave the same ctime
@@ -30,8 +34,8 @@ export class LowerFingerprinter {
   // Hashed a few thousand entries at a time: one update per entry costs a third of the walk.
   private chunk: string
 
-  constructor (layerDirs: readonly string[]) {
-    this.chunk = `stratafs lower fingerprint 2\0${layerDirs.length}\0${layerDirs.join('\0')}\0`
+  constructor (layerDirs: readonly string[], xattrs: OverlayXattrs) {
+    this.chunk = `stratafs lower fingerprint 3\0${xattrs.opaque}\0${layerDirs.length}\0${layerDirs.join('\0')}\0`
   }
 
   /** Entry `path` of layer `layer` (bottom = 0), as `scanLayer` walks it. */
@@ -52,8 +56,8 @@ export class LowerFingerprinter {
 }
 
 /** The fingerprint alone, from a walk that reads no more than it needs. */
-export function fingerprintLowers (layerDirs: readonly string[]): LowerFingerprint {
-  const fingerprint = new LowerFingerprinter(layerDirs)
+export function fingerprintLowers (layerDirs: readonly string[], xattrs: OverlayXattrs): LowerFingerprint {
+  const fingerprint = new LowerFingerprinter(layerDirs, xattrs)
   layerDirs.forEach((root, layer) => {
     const walk = scanLayer(root, { identityOnly: true, seen: (path, st) => fingerprint.seen(layer, path, st) })
     while (walk.next().done !== true);

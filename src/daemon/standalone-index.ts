@@ -1,5 +1,6 @@
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { LowerIndex, type IndexRecord } from '../overlay/lower-index.js'
 import { OverlayIndexStore } from '../store/overlay-index-store.js'
 import { fingerprintLowers, LowerFingerprinter } from './lower-fingerprint.js'
@@ -13,13 +14,13 @@ import { fingerprintLowers, LowerFingerprinter } from './lower-fingerprint.js'
  * a `fusermount -u` only when it next reads the device), and must not hold the lock the next
  * mount needs.
  */
-export async function standaloneLowerIndex (lowerDirs: readonly string[], workDir: string, log: Logger): Promise<LowerIndex> {
+export async function standaloneLowerIndex (lowerDirs: readonly string[], workDir: string, xattrs: OverlayXattrs, log: Logger): Promise<LowerIndex> {
   const store = await OverlayIndexStore.open(join(workDir, 'stratafs'))
   try {
     let started = performance.now()
     let fingerprintMs: number | undefined
     if (await store.holdsAny()) {
-      const { digest } = fingerprintLowers(lowerDirs)
+      const { digest } = fingerprintLowers(lowerDirs, xattrs)
       const checked = performance.now()
       fingerprintMs = ms(checked - started)
       const stored = await store.load<IndexRecord['entry']>(digest)
@@ -30,8 +31,8 @@ export async function standaloneLowerIndex (lowerDirs: readonly string[], workDi
       }
       started = checked
     }
-    const fingerprinter = new LowerFingerprinter(lowerDirs)
-    const index = await LowerIndex.build(lowerDirs, (layer, path, st) => fingerprinter.seen(layer, path, st))
+    const fingerprinter = new LowerFingerprinter(lowerDirs, xattrs)
+    const index = await LowerIndex.build(lowerDirs, { xattrs, seen: (layer, path, st) => fingerprinter.seen(layer, path, st) })
     const { digest, racy } = fingerprinter.result()
     const built = performance.now()
     // A racy fingerprint could match a later, different tree: the index is used but not kept.

@@ -3,6 +3,7 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { StrataError } from '../errors.js'
 import type { Logger } from 'pino'
+import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
 import { LowerIndex } from '../overlay/lower-index.js'
 import { standaloneLowerIndex } from './standalone-index.js'
@@ -12,6 +13,7 @@ export interface StandaloneSpec {
   lowerDirs: string[]
   upper?: { upperDir: string; workDir: string }
   metacopy: boolean
+  xattrs: OverlayXattrs
   mountpoint: string
   log: Logger
 }
@@ -30,8 +32,8 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
   // A layer given as a symlink is followed, as kernel overlayfs follows it.
   const lowerDirs = spec.lowerDirs.map(d => realpathSync(d))
   const lower = spec.upper === undefined
-    ? await builtInMemory(lowerDirs, spec.log)
-    : await standaloneLowerIndex(lowerDirs, spec.upper.workDir, spec.log)
+    ? await builtInMemory(lowerDirs, spec.xattrs, spec.log)
+    : await standaloneLowerIndex(lowerDirs, spec.upper.workDir, spec.xattrs, spec.log)
   if (lower.size >= COLLECT_FROM_NAMES) collectGarbage()
   const mount = await mountOverlay({
     mountpoint: spec.mountpoint,
@@ -39,6 +41,7 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
     lower,
     upper: spec.upper,
     metacopy: spec.metacopy,
+    xattrs: spec.xattrs,
     log: spec.log,
     name: 'overlay'
   })
@@ -57,9 +60,9 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
 }
 
 /** A read-only mount has no work dir to keep an index in. */
-async function builtInMemory (lowerDirs: readonly string[], log: Logger): Promise<LowerIndex> {
+async function builtInMemory (lowerDirs: readonly string[], xattrs: OverlayXattrs, log: Logger): Promise<LowerIndex> {
   const started = performance.now()
-  const lower = await LowerIndex.build(lowerDirs)
+  const lower = await LowerIndex.build(lowerDirs, { xattrs })
   log.info({ layers: lowerDirs.length, entries: lower.size, ms: Math.round(performance.now() - started) }, 'lower index built')
   return lower
 }

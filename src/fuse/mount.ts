@@ -3,6 +3,7 @@ import { statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { Logger } from 'pino'
 import { errorCode, StrataError } from '../errors.js'
+import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import type { LowerIndex } from '../overlay/lower-index.js'
 import { Overlay } from '../overlay/overlay.js'
 import { operations } from './operations.js'
@@ -14,6 +15,7 @@ export interface MountSpec {
   lower: LowerIndex
   upper?: { upperDir: string; workDir: string }
   metacopy?: boolean
+  xattrs?: OverlayXattrs
   log: Logger
   name: string
 }
@@ -60,7 +62,7 @@ function prepareMountpoint (mountpoint: string): void {
 /** Mounts a stack through FUSE; resolves once the kernel has completed its handshake with us. */
 export async function mountOverlay (spec: MountSpec): Promise<OverlayMount> {
   const log = spec.log.child({ mount: spec.mountpoint })
-  const overlay = new Overlay({ lower: spec.lower, upper: spec.upper, metacopy: spec.metacopy, log })
+  const overlay = new Overlay({ lower: spec.lower, upper: spec.upper, metacopy: spec.metacopy, xattrs: spec.xattrs, log })
   prepareMountpoint(spec.mountpoint)
   let session: FuseSession | undefined
   let initialised!: (err?: unknown) => void

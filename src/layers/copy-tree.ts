@@ -5,7 +5,8 @@ import {
 import { copyData, fsetxattr, futimens, lgetxattr, llistxattr, lsetxattr, lutimens, mknod } from '../sys/index.js'
 import type { LayerEntry } from './entry.js'
 import { scanLayer } from './scan.js'
-import { isPrivateXattr, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, makeWhiteout, markOpaque } from './whiteout.js'
+import { OverlayXattrs } from './overlay-xattrs.js'
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, makeWhiteout } from './whiteout.js'
 
 /**
  * Xattrs worth copying: everything but overlayfs' own, which describe a particular overlay
@@ -14,7 +15,7 @@ import { isPrivateXattr, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, makeWhiteout, markOp
 function contentXattrs (path: string): Array<[string, Buffer]> {
   const out: Array<[string, Buffer]> = []
   for (const name of llistxattr(path)) {
-    if (isPrivateXattr(name)) continue
+    if (OverlayXattrs.trusted.isPrivate(name)) continue
     const value = lgetxattr(path, name)
     if (value !== undefined) out.push([name, value])
   }
@@ -66,7 +67,7 @@ export async function copyLayerTree (src: string, dest: string, onBytes?: (copie
     if (type === S_IFDIR) {
       if (e.path !== '/') mkdirSync(to, 0o700)
       for (const [name, value] of contentXattrs(from)) lsetxattr(to, name, value)
-      if (e.opaque === true) markOpaque(to)
+      if (e.opaque === true) OverlayXattrs.trusted.markOpaque(to)
       dirs.push(e)
       continue
     }

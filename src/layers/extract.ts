@@ -14,10 +14,13 @@ import { sniffGzip } from './decompress.js'
 import type { Timespec } from './entry.js'
 import { paxXattrs, parsePaxId, parsePaxTime } from './pax.js'
 import { entryComponents } from './tar-path.js'
+import { OverlayXattrs, isOpaqueValue } from './overlay-xattrs.js'
 import {
-  META_PREFIX, OPAQUE_MARKER, OPAQUE_XATTR, S_IFBLK, S_IFCHR, S_IFIFO,
-  WHITEOUT_PREFIX, isOpaqueValue, isPrivateXattr, makeWhiteout, markOpaque, whiteoutTarget
+  META_PREFIX, OPAQUE_MARKER, S_IFBLK, S_IFCHR, S_IFIFO, WHITEOUT_PREFIX, makeWhiteout, whiteoutTarget
 } from './whiteout.js'
+
+/** Stored layers are kernel overlayfs lowers as they are. */
+const OWN = OverlayXattrs.trusted
 
 export interface ExtractOptions {
   /** Called as input bytes (compressed, when gzipped) are consumed. */
@@ -59,10 +62,10 @@ function headerMeta (h: TarHeader): Meta {
   const xattrs = paxXattrs(pax)
   let opaque = false
   for (const name of [...xattrs.keys()]) {
-    if (!isPrivateXattr(name)) continue
+    if (!OWN.isPrivate(name)) continue
     // Only the opaque flag is layer content; redirect/origin/metacopy refer to a particular
     // overlay's other layers and must never be taken from an image.
-    if (name === OPAQUE_XATTR) opaque = isOpaqueValue(xattrs.get(name))
+    if (name === OWN.opaque) opaque = isOpaqueValue(xattrs.get(name))
     xattrs.delete(name)
   }
   return {
@@ -161,7 +164,7 @@ class LayerExtractor {
     if (base.startsWith(WHITEOUT_PREFIX)) {
       if (!isFile) throw new StrataError('BAD_TAR', `tar entry "${name}" is named like a whiteout marker but is no regular file`)
       if (base === OPAQUE_MARKER) {
-        markOpaque(this.abs(parentRel))
+        OWN.markOpaque(this.abs(parentRel))
         const meta = this.dirs.get(parentRel)
         if (meta !== undefined) meta.opaque = true
         return
@@ -205,7 +208,7 @@ class LayerExtractor {
     if (previous?.opaque === true) meta.opaque = true
     this.dirs.set(rel, meta)
     this.setXattrs(this.abs(rel), meta.xattrs)
-    if (meta.opaque) markOpaque(this.abs(rel))
+    if (meta.opaque) OWN.markOpaque(this.abs(rel))
   }
 
   private async file (rel: string, h: TarHeader, data: AsyncIterable<Buffer>): Promise<void> {

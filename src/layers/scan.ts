@@ -1,9 +1,8 @@
 import { readlinkSync } from 'node:fs'
-import { lgetxattr, listDir, lstat, type Stat } from '../sys/index.js'
+import { listDir, lstat, type Stat } from '../sys/index.js'
 import type { LayerEntry, NodeAttr } from './entry.js'
-import {
-  OPAQUE_MARKER, OPAQUE_XATTR, S_IFCHR, isKernelWhiteout, isOpaqueValue, whiteoutTarget, WHITEOUT_PREFIX
-} from './whiteout.js'
+import { OverlayXattrs } from './overlay-xattrs.js'
+import { OPAQUE_MARKER, S_IFCHR, isKernelWhiteout, whiteoutTarget, WHITEOUT_PREFIX } from './whiteout.js'
 
 interface Pending {
   /** Path inside the layer, '/' for the root. */
@@ -77,6 +76,8 @@ export interface ScanOptions {
    * changes move a ctime `seen` gets), for a walk that identifies the tree.
    */
   identityOnly?: boolean
+  /** Whose opaque xattr marks an opaque directory: trusted (the default) or user (`userxattr`). */
+  xattrs?: OverlayXattrs
 }
 
 /**
@@ -86,7 +87,7 @@ export interface ScanOptions {
  * index is built, where a syscall per entry through the thread pool would cost more than it saves.
  */
 export function * scanLayer (dir: string, opts: ScanOptions = {}): Generator<LayerEntry> {
-  const { seen, identityOnly = false } = opts
+  const { seen, identityOnly = false, xattrs = OverlayXattrs.trusted } = opts
   const stack: Pending[] = [{ path: '/', disk: dir.replace(/\/+$/, '') || '/', ociWhiteout: false }]
   while (stack.length > 0) {
     const item = stack.pop() as Pending
@@ -107,7 +108,7 @@ export function * scanLayer (dir: string, opts: ScanOptions = {}): Generator<Lay
       continue
     }
     const { children, opaqueMarker } = listChildren(item.disk, item.path)
-    if (opaqueMarker || (!identityOnly && isOpaqueValue(lgetxattr(item.disk, OPAQUE_XATTR)))) entry.opaque = true
+    if (opaqueMarker || (!identityOnly && xattrs.isOpaque(item.disk))) entry.opaque = true
     yield entry
     for (let i = children.length - 1; i >= 0; i--) stack.push(children[i])
   }

@@ -8,9 +8,9 @@ import { lgetxattr, llistxattr, major, minor } from '../sys/index.js'
 import type { LayerEntry } from './entry.js'
 import { LIBARCHIVE_XATTR, SCHILY_XATTR, formatPaxTime, isUtf8Clean } from './pax.js'
 import { scanLayer } from './scan.js'
+import { OverlayXattrs } from './overlay-xattrs.js'
 import {
-  OPAQUE_MARKER, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
-  WHITEOUT_PREFIX, isPrivateXattr
+  OPAQUE_MARKER, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, WHITEOUT_PREFIX
 } from './whiteout.js'
 
 export interface LayerTarOptions {
@@ -31,7 +31,6 @@ export interface LayerTarOptions {
 
 /** Larger ids do not fit the ustar header's 7 octal digits and go to PAX records. */
 const MAX_USTAR_ID = 0o7777777
-const METACOPY_XATTR = 'trusted.overlay.metacopy'
 /** File entries need a body to be closed, even an empty one. */
 const EMPTY = Buffer.alloc(0)
 
@@ -49,7 +48,7 @@ function splitPath (path: string): { parent: string, base: string } {
  */
 function xattrRecords (abs: string, names: string[], pax: Record<string, string>): void {
   for (const name of [...names].sort()) {
-    if (isPrivateXattr(name)) continue
+    if (OverlayXattrs.trusted.isPrivate(name)) continue
     const value = lgetxattr(abs, name)
     if (value === undefined) continue
     if (isUtf8Clean(value)) pax[SCHILY_XATTR + name] = value.toString('utf8')
@@ -99,7 +98,7 @@ function addEntry (pack: tar.Pack, header: Header, body?: Buffer): Promise<void>
 
 /** The data source of a regular file: itself, or the lower file of a metacopy upper file. */
 function fileDataPath (abs: string, xattrNames: string[], path: string, opts: LayerTarOptions): string {
-  if (!xattrNames.includes(METACOPY_XATTR)) return abs
+  if (!xattrNames.includes(OverlayXattrs.trusted.metacopy)) return abs
   if (opts.metacopyData === undefined) {
     throw new StrataError('ENOTSUP', `"${path}" is an overlayfs metacopy file and its lower layers are unknown here`)
   }

@@ -1,4 +1,4 @@
-import { lsetxattr, mknod } from '../sys/index.js'
+import { mknod } from '../sys/index.js'
 
 /**
  * The two ways a layer says "hide this name below": the kernel overlayfs form (a char device 0/0,
@@ -10,20 +10,6 @@ export const WHITEOUT_PREFIX = '.wh.'
 export const OPAQUE_MARKER = '.wh..wh..opq'
 /** OCI reserves every `.wh..wh.` name for meta-entries; the opaque marker is the only one defined. */
 export const META_PREFIX = '.wh..wh.'
-export const OPAQUE_XATTR = 'trusted.overlay.opaque'
-export const OVERLAY_XATTR_PREFIX = 'trusted.overlay.'
-/**
- * A user's own `trusted.overlay.*` xattr, stored escaped as kernel overlayfs stores it since
- * Linux 6.7 (an overlay's layers can then sit inside another overlay): content like any other.
- */
-export const ESCAPED_XATTR_PREFIX = `${OVERLAY_XATTR_PREFIX}overlay.`
-
-/**
- * Overlayfs-private xattrs (opaque, redirect, origin, metacopy) describe a particular overlay's
- * structure: they never travel in a tar and are never shown through a mount.
- */
-export const isPrivateXattr = (name: string): boolean =>
-  name.startsWith(OVERLAY_XATTR_PREFIX) && !name.startsWith(ESCAPED_XATTR_PREFIX)
 
 export const S_IFMT = 0o170000
 export const S_IFSOCK = 0o140000
@@ -51,12 +37,4 @@ export function whiteoutTarget (name: string): string | undefined {
 
 export function makeWhiteout (path: string, perm = 0o644): void {
   mknod(path, S_IFCHR | (perm & 0o7777), 0)
-}
-
-export function markOpaque (dirPath: string): void {
-  lsetxattr(dirPath, OPAQUE_XATTR, Buffer.from('y'))
-}
-
-export function isOpaqueValue (value: Buffer | undefined): boolean {
-  return value !== undefined && value.length === 1 && value[0] === 0x79
 }

@@ -11,7 +11,6 @@ import { InodeMap } from './inode-map.js'
 import { lowerDataPath } from './materialize.js'
 import { NEW_FILE, SpareFiles, type Owner } from './spare-files.js'
 import { type Upper, parentOf } from './upper.js'
-import { isPrivateXattr } from '../layers/whiteout.js'
 
 /**
  * How much of a file a change needs in the upper: everything, nothing of its data (it is about
@@ -19,8 +18,6 @@ import { isPrivateXattr } from '../layers/whiteout.js'
  * on, the data following on the first data write.
  */
 export type CopyNeed = 'data' | 'none' | 'meta'
-
-export const METACOPY_XATTR = 'trusted.overlay.metacopy'
 
 /** Enough ready files for a burst of small copy-ups (`git checkout`, `sed -i` over a tree). */
 const SPARE_SUPPLY = 64
@@ -96,7 +93,7 @@ export class CopyUp {
     if (!this.metacopy || (st.mode & S_IFMT) !== S_IFREG) return false
     let known = this.metaOnly.get(st.ino)
     if (known === undefined) {
-      known = sys.lgetxattr(this.upper.real(path), METACOPY_XATTR) !== undefined
+      known = sys.lgetxattr(this.upper.real(path), this.upper.xattrs.metacopy) !== undefined
       this.metaOnly.set(st.ino, known)
     }
     return known
@@ -117,7 +114,7 @@ export class CopyUp {
       }
       sys.lutimens(real, st.atime, st.mtime)
     }
-    sys.lremovexattr(real, METACOPY_XATTR)
+    sys.lremovexattr(real, this.upper.xattrs.metacopy)
     this.metaOnly.set(st.ino, false)
   }
 
@@ -188,7 +185,7 @@ export class CopyUp {
       if (need === 'meta') {
         // The kernel's metacopy format: the full size, no data, the marker xattr.
         fs.ftruncateSync(fd, size)
-        sys.fsetxattr(fd, METACOPY_XATTR, Buffer.alloc(0))
+        sys.fsetxattr(fd, this.upper.xattrs.metacopy, Buffer.alloc(0))
       } else if (need === 'data' && size > 0) {
         await this.copyInto(this.lower.realPath(path, entry), fd, size, blocks * 512 >= size)
       }
@@ -217,7 +214,7 @@ export class CopyUp {
     const { attr } = entry
     const src = this.lower.realPath(path, entry)
     for (const name of sys.llistxattr(src)) {
-      if (isPrivateXattr(name)) continue
+      if (this.upper.xattrs.isPrivate(name)) continue
       const value = sys.lgetxattr(src, name)
       if (value !== undefined) node.setxattr(name, value)
     }

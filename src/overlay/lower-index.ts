@@ -1,4 +1,5 @@
 import type { LayerEntry } from '../layers/entry.js'
+import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { scanLayer } from '../layers/scan.js'
 import type { Stat } from '../sys/index.js'
 import { S_IFDIR, S_IFMT } from './mode.js'
@@ -14,6 +15,11 @@ export interface IndexRecord {
 }
 
 export const ROOT_RECORD_NAME = ''
+
+export interface BuildOptions {
+  seen?: (layer: number, path: string, st: Stat) => void
+  xattrs?: OverlayXattrs
+}
 
 /**
  * The merged view of the read-only layers of a stack, held in memory: lower layers never change,
@@ -33,13 +39,15 @@ export class LowerIndex {
 
   /**
    * Folds the layers bottom first, applying whiteouts and opaque directories of both forms.
-   * `seen`: handed every node's lstat as it is read (see `ScanOptions.seen`).
+   * `seen`: handed every node's lstat as it is read (see `ScanOptions.seen`); `xattrs`: whose
+   * opaque xattr counts (see `ScanOptions.xattrs`).
    */
-  static async build (layerDirs: readonly string[], seen?: (layer: number, path: string, st: Stat) => void): Promise<LowerIndex> {
+  static async build (layerDirs: readonly string[], opts: BuildOptions = {}): Promise<LowerIndex> {
+    const { seen, xattrs } = opts
     const index = new LowerIndex(layerDirs)
     for (let layer = 0; layer < layerDirs.length; layer++) {
-      const opts = seen === undefined ? {} : { seen: (path: string, st: Stat) => seen(layer, path, st) }
-      for await (const entry of scanLayer(layerDirs[layer], opts)) index.apply(layer, entry)
+      const walk = scanLayer(layerDirs[layer], { xattrs, seen: seen === undefined ? undefined : (path, st) => seen(layer, path, st) })
+      for await (const entry of walk) index.apply(layer, entry)
     }
     index.entries.trim()
     return index

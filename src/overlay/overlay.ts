@@ -4,13 +4,13 @@ import { StrataError } from '../errors.js'
 import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
 import type { Timespec } from '../layers/entry.js'
+import { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { type Attr, type Caller, lowerIno, toAttr } from './attr.js'
 import { CopyUp, type CopyNeed } from './copy-up.js'
 import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
 import { lowerDataPath } from './materialize.js'
 import { S_ISGID, isDirMode, isLinkMode } from './mode.js'
 import { Upper, parentOf } from './upper.js'
-import { realXattrName, shownXattrName } from './xattr-names.js'
 
 export interface OverlayOptions {
   lower: LowerIndex
@@ -18,6 +18,8 @@ export interface OverlayOptions {
   upper?: { upperDir: string; workDir: string }
   /** Copy up metadata only on chmod/chown/utimens/xattr changes, as kernel `metacopy=on`. */
   metacopy?: boolean
+  /** The names of the overlay's own xattrs in its layers: trusted (the default) or user (`userxattr`). */
+  xattrs?: OverlayXattrs
   log: Logger
 }
 
@@ -113,12 +115,14 @@ export class Overlay {
   /** Upper inode → its hidden names in the work dir, which are no links of the merged view's. */
   private readonly hiddenLinks = new Map<number, number>()
   private readonly log: Logger
+  private readonly xattrs: OverlayXattrs
 
   constructor (opts: OverlayOptions) {
     this.lower = opts.lower
     this.log = opts.log
+    this.xattrs = opts.xattrs ?? OverlayXattrs.trusted
     if (opts.upper !== undefined) {
-      this.upper = new Upper(opts.upper.upperDir, opts.upper.workDir)
+      this.upper = new Upper(opts.upper.upperDir, opts.upper.workDir, this.xattrs)
       this.copyUp = new CopyUp(this.lower, this.upper, this.log, opts.metacopy === true)
     }
   }
@@ -188,7 +192,7 @@ export class Overlay {
 
   /** An xattr's value; undefined when the name has none (ENODATA), the common answer. */
   getxattr (path: string, name: string): Buffer | undefined {
-    return sys.lgetxattr(this.realOf(path, this.resolve(path)), realXattrName(name))
+    return sys.lgetxattr(this.realOf(path, this.resolve(path)), this.xattrs.real(name))
   }
 
   /**
@@ -198,14 +202,14 @@ export class Overlay {
   fgetxattr (fh: number, name: string): Buffer | undefined {
     const handle = this.handle(fh)
     if (handle.dataOnly) throw new StrataError('EBADF', `open file ${fh} holds lower data only`)
-    return sys.fgetxattr(handle.fd, realXattrName(name))
+    return sys.fgetxattr(handle.fd, this.xattrs.real(name))
   }
 
   /** As the kernel's listxattr: `trusted.*` names only for a privileged caller (root, here). */
   listxattr (path: string, caller: Caller): string[] {
     const names: string[] = []
     for (const real of sys.llistxattr(this.realOf(path, this.resolve(path)))) {
-      const shown = shownXattrName(real)
+      const shown = this.xattrs.shown(real)
       if (shown !== undefined && (caller.uid === 0 || !shown.startsWith(TRUSTED_PREFIX))) names.push(shown)
     }
     return names
@@ -384,11 +388,11 @@ export class Overlay {
 
   async setxattr (path: string, shown: string, value: Buffer, flags: number): Promise<void> {
     const real = await this.modify(path, 'meta')
-    sys.lsetxattr(real, realXattrName(shown), value, flags)
+    sys.lsetxattr(real, this.xattrs.real(shown), value, flags)
   }
 
   async removexattr (path: string, shown: string): Promise<void> {
-    const name = realXattrName(shown)
+    const name = this.xattrs.real(shown)
     const missing = (real: string): boolean => sys.lgetxattr(real, name) === undefined
     const noSuch = (): StrataError => new StrataError('ENODATA', `${path}: no xattr ${shown}`)
     // As the kernel: removing an xattr a lower file does not have copies nothing up.

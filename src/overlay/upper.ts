@@ -1,13 +1,14 @@
 import fs from 'node:fs'
 import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
-import { OPAQUE_XATTR, isKernelWhiteout, isOpaqueValue, makeWhiteout, markOpaque } from '../layers/whiteout.js'
+import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
+import { isKernelWhiteout, makeWhiteout } from '../layers/whiteout.js'
 import { isDirMode } from './mode.js'
 
 /**
  * The writable directory of a container and its work directory, in the kernel's format:
- * whiteouts are char 0/0 devices and opaque directories carry `trusted.overlay.opaque=y`, so
- * kernel overlayfs can mount the same upper. Only this process changes the upper while it is
+ * whiteouts are char 0/0 devices and opaque directories carry `trusted.overlay.opaque=y` (with
+ * `userxattr`, `user.overlay.opaque=y`), so kernel overlayfs can mount the same upper. Only this process changes the upper while it is
  * mounted, so what it learns about upper directories stays true until it changes them itself.
  */
 export class Upper {
@@ -22,7 +23,7 @@ export class Upper {
   private readonly dirState = new Map<string, { opaque: boolean } | null>()
   private tmpCounter = 0
 
-  constructor (upperDir: string, workDir: string) {
+  constructor (upperDir: string, workDir: string, readonly xattrs: OverlayXattrs) {
     this.dir = upperDir
     this.tmpDir = workDir + '/work'
     this.inodeLog = workDir + '/stratafs-inodes'
@@ -56,7 +57,7 @@ export class Upper {
     if (path === '/' || parent !== null) {
       const st = this.stat(path)
       if (st !== undefined && isDirMode(st.mode)) {
-        state = { opaque: path !== '/' && isOpaqueValue(sys.lgetxattr(this.real(path), OPAQUE_XATTR)) }
+        state = { opaque: path !== '/' && this.xattrs.isOpaque(this.real(path)) }
       }
     }
     this.dirState.set(path, state)
@@ -113,7 +114,7 @@ export class Upper {
   }
 
   setOpaque (real: string): void {
-    markOpaque(real)
+    this.xattrs.markOpaque(real)
   }
 }
 
