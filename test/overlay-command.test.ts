@@ -67,6 +67,7 @@ t.test('bad command lines give one clear line and no mount', async t => {
     [['-o', `upperdir=${d.upper},workdir=${d.work}`, d.mnt], /lowerdir= is required/, 2],
     [['-o', `lowerdir=${d.lower},upperdir=${d.upper}`, d.mnt], /go together/, 2],
     [['-o', `lowerdir=${d.lower},bogus=1`, d.mnt], /unknown option bogus/, 2],
+    [['-o', `lowerdir=${d.lower},upperdir=${d.upper},workdir=${d.work},userxattr,metacopy=on`, d.mnt], /conflicting options: userxattr,metacopy=on/, 2],
     [['-o', `lowerdir=${join(d.base, 'missing')}`, d.mnt], /is not a directory/, 1],
     [['-o', `lowerdir=${d.lower}`, join(d.base, 'nomnt')], /./, 1]
   ]
