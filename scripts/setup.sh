@@ -11,9 +11,10 @@ installed () {
 }
 
 # libfuse3-dev brings libfuse 3 and its headers; fuse3 its fusermount3. With `test`, also what
-# only the tests drive: podman and runc, to run stratafs-overlay as podman's mount program.
+# only the tests drive: podman and runc, to run stratafs-overlay as podman's mount program, and
+# what rootless podman needs besides (catatonit holds its user namespace, uidmap maps its ids).
 packages=(libfuse3-dev pkg-config fuse3 attr busybox-static fuse-overlayfs)
-[[ ${1:-} == test ]] && packages+=(podman runc)
+[[ ${1:-} == test ]] && packages+=(podman runc catatonit uidmap)
 missing=()
 for pkg in "${packages[@]}"; do
   installed "$pkg" || missing+=("$pkg")
