@@ -4,6 +4,7 @@ import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { StrataError } from '../errors.js'
 import { inInitialUserNamespace } from '../sys/user-namespace.js'
+import { IdMapping, IdMappings } from '../fuse/id-mapping.js'
 import { UsageError } from './command.js'
 
 export const OVERLAY_USAGE = `usage: stratafs overlay [-f] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W] [SOURCE] MOUNTPOINT`
@@ -15,10 +16,13 @@ const MOUNT_FLAGS = new Set([
   'async', 'sync', 'allow_other', 'allow_root', 'default_permissions', '_netdev', 'nofail'
 ])
 
+/** Options with a value that the mount uses. */
+const VALUED = new Set(['lowerdir', 'upperdir', 'workdir', 'metacopy', 'uidmapping', 'gidmapping'])
+
 /** fuse-overlayfs and kernel overlayfs options that change nothing here: the caller is told. */
 const IGNORED = new Set([
   'volatile', 'fsync', 'noacl', 'xattr_permissions', 'squash_to_root', 'squash_to_uid',
-  'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'xino', 'uidmapping', 'gidmapping',
+  'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'xino',
   'timeout', 'threaded', 'plugins', 'context', 'fscontext', 'defcontext', 'rootcontext',
   'nfs_export', 'debug'
 ])
@@ -32,6 +36,7 @@ interface OverlayArgs {
   metacopy: boolean
   /** `user.overlay.*` xattrs in place of `trusted.overlay.*` (see `overlayXattrsOf`). */
   userxattr: boolean
+  ids?: IdMappings
   ignored: string[]
   readyFd?: number
 }
@@ -58,7 +63,7 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     if (item === '') continue
     const eq = item.indexOf('=')
     const key = eq < 0 ? item : item.slice(0, eq)
-    if (key === 'lowerdir' || key === 'upperdir' || key === 'workdir' || key === 'metacopy') values.set(key, item.slice(eq + 1))
+    if (VALUED.has(key)) values.set(key, item.slice(eq + 1))
     else if (key === 'ro') readOnly = true
     else if (key === 'userxattr') userxattr = true
     else if (MOUNT_FLAGS.has(key)) continue
@@ -85,9 +90,26 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     mountpoint: resolve(positional[positional.length - 1]),
     metacopy,
     userxattr,
+    ids: idMappingsOf(values),
     ignored,
     readyFd: readyFdOf(argv)
   }
+}
+
+/** uidmapping= and gidmapping=, checked here so that a bad one is a usage error. */
+function idMappingsOf (values: Map<string, string>): IdMappings | undefined {
+  const parse = (option: string): IdMapping | undefined => {
+    const spec = values.get(option)
+    if (spec === undefined) return undefined
+    try {
+      return IdMapping.parse(option, spec)
+    } catch (err) {
+      throw new UsageError((err as Error).message)
+    }
+  }
+  const uid = parse('uidmapping')
+  const gid = parse('gidmapping')
+  return uid === undefined && gid === undefined ? undefined : new IdMappings(uid, gid)
 }
 
 /** The descriptor a background server reports on (`--ready-fd N`), found even in a bad command line. */
@@ -126,6 +148,7 @@ export async function runOverlay (argv: string[]): Promise<number> {
     mountpoint: args.mountpoint,
     metacopy: args.metacopy,
     xattrs: userxattr ? OverlayXattrs.user : OverlayXattrs.trusted,
+    ids: args.ids,
     log
   })
   if (args.readyFd !== undefined) {

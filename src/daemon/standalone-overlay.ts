@@ -4,6 +4,7 @@ import { runInNewContext } from 'node:vm'
 import { StrataError } from '../errors.js'
 import type { Logger } from 'pino'
 import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
+import type { IdMappings } from '../fuse/id-mapping.js'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
 import { LowerIndex } from '../overlay/lower-index.js'
 import { standaloneLowerIndex } from './standalone-index.js'
@@ -14,6 +15,7 @@ export interface StandaloneSpec {
   upper?: { upperDir: string; workDir: string }
   metacopy: boolean
   xattrs: OverlayXattrs
+  ids?: IdMappings
   mountpoint: string
   log: Logger
 }
@@ -42,6 +44,7 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
     upper: spec.upper,
     metacopy: spec.metacopy,
     xattrs: spec.xattrs,
+    ids: spec.ids,
     log: spec.log,
     name: 'overlay'
   })

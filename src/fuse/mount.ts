@@ -6,6 +6,7 @@ import { errorCode, StrataError } from '../errors.js'
 import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import type { LowerIndex } from '../overlay/lower-index.js'
 import { Overlay } from '../overlay/overlay.js'
+import type { IdMappings } from './id-mapping.js'
 import { operations } from './operations.js'
 import { FuseSession } from './session.js'
 
@@ -16,6 +17,8 @@ export interface MountSpec {
   upper?: { upperDir: string; workDir: string }
   metacopy?: boolean
   xattrs?: OverlayXattrs
+  /** How stored ids show through the mount (fuse-overlayfs's uidmapping/gidmapping). */
+  ids?: IdMappings
   log: Logger
   name: string
 }
@@ -71,7 +74,7 @@ export async function mountOverlay (spec: MountSpec): Promise<OverlayMount> {
     initialised = err => err === undefined ? resolve() : reject(err)
   })
   const ended = new Promise<void>(resolve => { endedOutside = resolve })
-  const handlers = operations(overlay, () => session!, log, { initialised, ended: endedOutside })
+  const handlers = operations(overlay, () => session!, log, { initialised, ended: endedOutside }, spec.ids)
   try {
     session = new FuseSession(spec.mountpoint, mountOptions(spec), handlers)
   } catch (err) {

@@ -2,11 +2,12 @@ import os from 'node:os'
 import type { Logger } from 'pino'
 import { errorCode, StrataError } from '../errors.js'
 import type { Timespec } from '../layers/entry.js'
-import type { Attr } from '../overlay/attr.js'
+import type { Attr, Caller } from '../overlay/attr.js'
 import { changesData, DEFAULT_ACL, type Overlay } from '../overlay/overlay.js'
 import type { FuseHandlers, Req } from './binding.js'
 import { direntBuffer, direntPlusSlice, direntSlice } from './dir-listing.js'
 import { toErrno } from './errno.js'
+import type { IdMappings } from './id-mapping.js'
 import { NodeTable, type Node } from './node-table.js'
 import { CACHE_DIR, KEEP_CACHE, type FuseSession } from './session.js'
 
@@ -61,9 +62,10 @@ export interface Lifecycle {
  * keeping a file unlinked while open reachable (under a hidden name until the last close).
  *
  * Every request gets exactly one reply. Nothing a request does can throw out of its handler: every
- * error becomes an errno here and nowhere else.
+ * error becomes an errno here and nowhere else. With `ids`, the overlay works in the ids stored in
+ * the layers and the kernel sees them mapped (see IdMappings).
  */
-export function operations (overlay: Overlay, session: () => FuseSession, log: Logger, lifecycle: Lifecycle): FuseHandlers {
+export function operations (overlay: Overlay, session: () => FuseSession, log: Logger, lifecycle: Lifecycle, ids?: IdMappings): FuseHandlers {
   const nodes = new NodeTable()
   const dirs = new Map<number, DirHandle>()
   const readBuffers: Buffer[] = []
@@ -94,6 +96,11 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     return mode & ~umask
   }
   let nextDirHandle = 1
+
+  /** Whom a new name belongs to, in stored ids. */
+  const owner = (): Caller => ids === undefined ? session().caller() : ids.diskCaller(session().caller())
+  /** Attributes as the kernel is to see them. */
+  const shown = ids === undefined ? (attr: Attr): Attr => attr : (attr: Attr): Attr => ids.shownAttr(attr)
 
   /**
    * A file opened for writing is asked about its capability now, through the new descriptor, so
@@ -209,7 +216,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
   const entry = (req: Req, parent: number, name: string, attr: Attr): void => {
     const node = lookedUp(nodeOf(parent), name, attr)
     const t = timeout(attr)
-    session().entry(req, node.id, attr, t, t)
+    session().entry(req, node.id, shown(attr), t, t)
   }
 
   /** The open directory `fh`, its listing read again at offset 0 (a new listing or a rewind), as libfuse does. */
@@ -279,7 +286,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         const attr = fh >= 0 ? overlay.fgetattr(path ?? null, fh) : overlay.getattr(pathOf(id))
         nodes.saw(node, attr)
         return attr
-      }, attr => session().attr(req, attr, timeout(attr)))
+      }, attr => session().attr(req, shown(attr), timeout(attr)))
     },
     setattr (req, id, toSet, mode, uid, gid, size, atime, atimeNs, mtime, mtimeNs, fh) {
       const at: Where = { op: 'setattr' }
@@ -292,7 +299,9 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         }
         if ((toSet & SET.mode) !== 0) await overlay.chmod(named(), mode)
         if ((toSet & (SET.uid | SET.gid)) !== 0) {
-          await overlay.chown(named(), (toSet & SET.uid) !== 0 ? uid : NO_ID, (toSet & SET.gid) !== 0 ? gid : NO_ID)
+          const diskUid = (toSet & SET.uid) === 0 ? NO_ID : ids?.diskUid(uid) ?? uid
+          const diskGid = (toSet & SET.gid) === 0 ? NO_ID : ids?.diskGid(gid) ?? gid
+          await overlay.chown(named(), diskUid, diskGid)
         }
         if ((toSet & SET.size) !== 0) {
           if (fh >= 0) overlay.ftruncate(fh, size)
@@ -306,23 +315,23 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         const attr = fh >= 0 ? overlay.fgetattr(path ?? null, fh) : overlay.getattr(named())
         nodes.saw(node, attr)
         return attr
-      }, attr => session().attr(req, attr, timeout(attr)))
+      }, attr => session().attr(req, shown(attr), timeout(attr)))
     },
     readlink (req, id) {
       attempt(req, { op: 'readlink' }, () => overlay.readlink(pathOf(id)), target => session().readlink(req, target))
     },
     mknod (req, parent, name, mode, rdev) {
-      const who = session().caller()
+      const who = owner()
       const umask = session().umask()
       make(req, 'mknod', parent, name, async path => await overlay.mknod(path, newMode(parent, mode, umask), rdev, who))
     },
     mkdir (req, parent, name, mode) {
-      const who = session().caller()
+      const who = owner()
       const umask = session().umask()
       make(req, 'mkdir', parent, name, async path => await overlay.mkdir(path, newMode(parent, mode, umask), who))
     },
     symlink (req, parent, name, target) {
-      const who = session().caller()
+      const who = owner()
       make(req, 'symlink', parent, name, async path => await overlay.symlink(target, path, who))
     },
     link (req, id, newParent, newName) {
@@ -403,7 +412,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
       })
     },
     create (req, parent, name, mode, flags) {
-      const who = session().caller()
+      const who = owner()
       const umask = session().umask()
       const at: Where = { op: 'create' }
       attempt(req, at, async () => {
@@ -423,7 +432,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
         nodes.saw(node, attr)
         node.cacheValid = true
         noCapability.add(attr.ino)
-        session().create(req, node.id, attr, timeout(attr), fh, backing === 0 && overlay.readOnly ? KEEP_CACHE : 0, backing)
+        session().create(req, node.id, shown(attr), timeout(attr), fh, backing === 0 && overlay.readOnly ? KEEP_CACHE : 0, backing)
       })
     },
     read (req, _id, size, offset, fh) {
@@ -496,7 +505,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
           } catch {
             return undefined
           }
-          return { node: lookedUp(dir.node, name, attr).id, attr, entryTimeout: CACHE_SECONDS, attrTimeout: timeout(attr) }
+          return { node: lookedUp(dir.node, name, attr).id, attr: shown(attr), entryTimeout: CACHE_SECONDS, attrTimeout: timeout(attr) }
         })
       }, slice => session().buf(req, slice))
     },

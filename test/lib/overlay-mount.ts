@@ -19,6 +19,8 @@ export interface StratafsOverlayOptions {
   mountpoint?: string
   /** Seconds to wait for the command (it returns when the mount answers). */
   timeoutSec?: number
+  /** Further mount options, e.g. 'uidmapping=0:100000:65536'. */
+  options?: string[]
 }
 
 interface Teardownable { teardown (fn: () => unknown): void }
@@ -49,6 +51,7 @@ export function mountStratafs (t: Teardownable, opts: StratafsOverlayOptions): s
     if (opts.workDir === undefined) throw new Error('an upper dir needs a work dir')
     options.push(`upperdir=${opts.upperDir}`, `workdir=${opts.workDir}`)
   }
+  options.push(...opts.options ?? [])
   t.teardown(() => {
     unmountFuse(mnt)
     if (!isMounted(mnt)) rmSync(scratch, { recursive: true, force: true })
