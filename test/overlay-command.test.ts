@@ -63,10 +63,12 @@ t.test('mount(8) through mount.fuse, in the SOURCE MOUNTPOINT -o OPTIONS order',
 
 t.test('bad command lines give one clear line and no mount', async t => {
   const d = layers(t)
+  mkdirSync(join(d.upper, 'w'))
   const cases: Array<[string[], RegExp, number]> = [
     [['-o', `upperdir=${d.upper},workdir=${d.work}`, d.mnt], /lowerdir= is required/, 2],
     [['-o', `lowerdir=${d.lower},upperdir=${d.upper}`, d.mnt], /go together/, 2],
     [['-o', `lowerdir=${d.lower},bogus=1`, d.mnt], /unknown option bogus/, 2],
+    [['-o', `lowerdir=${d.lower},upperdir=${d.upper},workdir=${join(d.upper, 'w')}`, d.mnt], /workdir and upperdir must be separate subtrees/, 1],
     [['-o', `lowerdir=${d.lower},upperdir=${d.upper},workdir=${d.work},userxattr,metacopy=on`, d.mnt], /conflicting options: userxattr,metacopy=on/, 2],
     [['-o', `lowerdir=${join(d.base, 'missing')}`, d.mnt], /is not a directory/, 1],
     [['-o', `lowerdir=${d.lower}`, join(d.base, 'nomnt')], /./, 1]
@@ -83,6 +85,31 @@ t.test('bad command lines give one clear line and no mount', async t => {
       t.notOk(isMounted(d.mnt), 'nothing mounted')
     }
   }
+})
+
+t.test('one upper or work dir serves one mount: a second waits for the first to end, then refuses', async t => {
+  const d = layers(t)
+  const other = join(d.base, 'other')
+  const mnt2 = join(d.base, 'mnt2')
+  for (const dir of [other, mnt2]) mkdirSync(dir)
+  t.teardown(() => unmountFuse(mnt2))
+  const mount = (upper: string, work: string, mnt: string): ReturnType<typeof spawnSync> =>
+    bare(bin, ['-o', `lowerdir=${d.lower},upperdir=${upper},workdir=${work}`, mnt])
+  t.equal(mount(d.upper, d.work, d.mnt).status, 0, 'the first mounts')
+  for (const [upper, work, busy] of [[d.upper, d.work, 'upperdir'], [other, d.work, 'workdir']] as const) {
+    const started = Date.now()
+    const r = mount(upper, work, mnt2)
+    t.equal(r.status, 1, `the same ${busy}: refused`)
+    t.match(String(r.stderr), new RegExp(`^stratafs-overlay: ${busy} \\S+ is in use by another mount\n$`), 'one line saying why')
+    t.ok(Date.now() - started >= 4000, 'after waiting for the first to end')
+    t.notOk(isMounted(mnt2), 'nothing mounted')
+  }
+  writeFileSync(join(d.mnt, 'hello'), 'still served\n')
+  t.equal(readFileSync(join(d.upper, 'hello'), 'utf8'), 'still served\n', 'the first mount is untouched and still serves')
+  // podman unmounts a container and may mount it again at once, before the first server has exited.
+  t.equal(spawnSync('umount', [d.mnt]).status, 0, 'the first unmounted')
+  t.equal(mount(d.upper, d.work, d.mnt).status, 0, 'mounting the same dirs again right away waits for its server, then works')
+  t.equal(readFileSync(join(d.mnt, 'hello'), 'utf8'), 'still served\n', 'with the first mount\'s changes')
 })
 
 t.test('the launcher says so when its server dies before answering', async t => {

@@ -8,6 +8,7 @@ import type { IdMappings } from '../fuse/id-mapping.js'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
 import { LowerIndex } from '../overlay/lower-index.js'
 import { standaloneLowerIndex } from './standalone-index.js'
+import { claimUpper } from './upper-claim.js'
 
 export interface StandaloneSpec {
   /** Bottom first. */
@@ -31,6 +32,19 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
       throw new StrataError('NOT_FOUND', `${what} ${dir} is not a directory`)
     }
   }
+  if (spec.upper !== undefined && overlapping(realpathSync(spec.upper.upperDir), realpathSync(spec.upper.workDir))) {
+    throw new StrataError('BAD_REQUEST', 'workdir and upperdir must be separate subtrees')
+  }
+  const claim = spec.upper === undefined ? undefined : await claimUpper(spec.upper)
+  try {
+    return await serveClaimed(spec, () => claim?.release())
+  } catch (err) {
+    claim?.release()
+    throw err
+  }
+}
+
+async function serveClaimed (spec: StandaloneSpec, release: () => void): Promise<{ mount: OverlayMount, done: Promise<void> }> {
   // A layer given as a symlink is followed, as kernel overlayfs follows it.
   const lowerDirs = spec.lowerDirs.map(d => realpathSync(d))
   const lower = spec.upper === undefined
@@ -50,7 +64,10 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
   })
   const done = new Promise<void>(resolve => {
     const stop = (): void => {
-      mount.unmount().catch(err => spec.log.error({ err }, 'unmount failed')).finally(resolve)
+      mount.unmount().catch(err => spec.log.error({ err }, 'unmount failed')).finally(() => {
+        release()
+        resolve()
+      })
     }
     void mount.ended.then(() => {
       spec.log.info('unmounted from outside')
@@ -60,6 +77,11 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
     process.once('SIGINT', stop)
   })
   return { mount, done }
+}
+
+/** Whether one of two real paths is the other or inside it. */
+function overlapping (a: string, b: string): boolean {
+  return a === b || a.startsWith(b + '/') || b.startsWith(a + '/')
 }
 
 /** A read-only mount has no work dir to keep an index in. */
