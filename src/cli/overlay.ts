@@ -34,7 +34,7 @@ interface OverlayArgs {
   workDir?: string
   mountpoint: string
   metacopy: boolean
-  /** `user.overlay.*` xattrs in place of `trusted.overlay.*` (see `overlayXattrsOf`). */
+  /** `user.overlay.*` xattrs in place of `trusted.overlay.*`, asked for (see also `needsUserXattrs`). */
   userxattr: boolean
   ids?: IdMappings
   ignored: string[]
