@@ -1,7 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import { statSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { setFlagsFromString } from 'node:v8'
 import type { Logger } from 'pino'
 import { errorCode, StrataError } from '../errors.js'
 import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
@@ -66,12 +65,6 @@ function prepareMountpoint (mountpoint: string): void {
 /** Mounts a stack through FUSE; resolves once the kernel has completed its handshake with us. */
 export async function mountOverlay (spec: MountSpec): Promise<OverlayMount> {
   const log = spec.log.child({ mount: spec.mountpoint })
-  // By default V8 gives a function its feedback (what its inline caches learn) only after a few
-  // calls, so a request path of many small functions and closures runs on cold caches for longer:
-  // copy-ups took 20% longer and varied twice as much. From here on functions get it at their
-  // first call. Not from start-up (`node --no-lazy-feedback-allocation`): that made every mount
-  // 20-60 ms slower.
-  setFlagsFromString('--no-lazy-feedback-allocation')
   const overlay = new Overlay({ lower: spec.lower, upper: spec.upper, metacopy: spec.metacopy, xattrs: spec.xattrs, log })
   prepareMountpoint(spec.mountpoint)
   let session: FuseSession | undefined
