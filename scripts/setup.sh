@@ -12,9 +12,10 @@ installed () {
 
 # libfuse3-dev brings libfuse 3 and its headers; fuse3 its fusermount3. With `test`, also what
 # only the tests drive: podman and runc, to run stratafs-overlay as podman's mount program, and
-# what rootless podman needs besides (catatonit holds its user namespace, uidmap maps its ids).
+# what rootless podman needs besides (catatonit holds its user namespace, uidmap maps its ids);
+# strace, to see which syscalls a server makes.
 packages=(libfuse3-dev pkg-config fuse3 attr busybox-static fuse-overlayfs)
-[[ ${1:-} == test ]] && packages+=(podman runc catatonit uidmap)
+[[ ${1:-} == test ]] && packages+=(podman runc catatonit uidmap strace)
 missing=()
 for pkg in "${packages[@]}"; do
   installed "$pkg" || missing+=("$pkg")

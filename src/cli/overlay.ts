@@ -17,11 +17,11 @@ const MOUNT_FLAGS = new Set([
 ])
 
 /** Options with a value that the mount uses. */
-const VALUED = new Set(['lowerdir', 'upperdir', 'workdir', 'metacopy', 'uidmapping', 'gidmapping'])
+const VALUED = new Set(['lowerdir', 'upperdir', 'workdir', 'metacopy', 'uidmapping', 'gidmapping', 'fsync'])
 
 /** fuse-overlayfs and kernel overlayfs options that change nothing here: the caller is told. */
 const IGNORED = new Set([
-  'volatile', 'fsync', 'noacl', 'xattr_permissions', 'squash_to_root', 'squash_to_uid',
+  'noacl', 'xattr_permissions', 'squash_to_root', 'squash_to_uid',
   'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'xino',
   'timeout', 'threaded', 'plugins', 'context', 'fscontext', 'defcontext', 'rootcontext',
   'nfs_export', 'debug'
@@ -37,6 +37,8 @@ interface OverlayArgs {
   /** `user.overlay.*` xattrs in place of `trusted.overlay.*`, asked for (see also `needsUserXattrs`). */
   userxattr: boolean
   ids?: IdMappings
+  /** Kernel `volatile`, or fuse-overlayfs's `fsync=0`: no syncs reach the upper. */
+  volatile: boolean
   ignored: string[]
   readyFd?: number
 }
@@ -59,6 +61,7 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
   const ignored: string[] = []
   let readOnly = false
   let userxattr = false
+  let volatile = false
   for (const item of options.flatMap(o => o.split(','))) {
     if (item === '') continue
     const eq = item.indexOf('=')
@@ -66,6 +69,7 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     if (VALUED.has(key)) values.set(key, item.slice(eq + 1))
     else if (key === 'ro') readOnly = true
     else if (key === 'userxattr') userxattr = true
+    else if (key === 'volatile') volatile = true
     else if (MOUNT_FLAGS.has(key)) continue
     else if (IGNORED.has(key)) ignored.push(item)
     else throw new UsageError(`unknown option ${key}\n${OVERLAY_USAGE}`)
@@ -91,6 +95,7 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     metacopy,
     userxattr,
     ids: idMappingsOf(values),
+    volatile: volatile || values.get('fsync') === '0',
     ignored,
     readyFd: readyFdOf(argv)
   }
@@ -149,6 +154,7 @@ export async function runOverlay (argv: string[]): Promise<number> {
     metacopy: args.metacopy,
     xattrs: userxattr ? OverlayXattrs.user : OverlayXattrs.trusted,
     ids: args.ids,
+    volatile: args.volatile,
     log
   })
   if (args.readyFd !== undefined) {

@@ -17,6 +17,7 @@ export interface StandaloneSpec {
   metacopy: boolean
   xattrs: OverlayXattrs
   ids?: IdMappings
+  volatile: boolean
   mountpoint: string
   log: Logger
 }
@@ -59,6 +60,7 @@ async function serveClaimed (spec: StandaloneSpec, release: () => void): Promise
     metacopy: spec.metacopy,
     xattrs: spec.xattrs,
     ids: spec.ids,
+    volatile: spec.volatile,
     log: spec.log,
     name: 'overlay'
   })

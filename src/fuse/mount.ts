@@ -19,6 +19,7 @@ export interface MountSpec {
   xattrs?: OverlayXattrs
   /** How stored ids show through the mount (fuse-overlayfs's uidmapping/gidmapping). */
   ids?: IdMappings
+  volatile?: boolean
   log: Logger
   name: string
 }
@@ -65,7 +66,7 @@ function prepareMountpoint (mountpoint: string): void {
 /** Mounts a stack through FUSE; resolves once the kernel has completed its handshake with us. */
 export async function mountOverlay (spec: MountSpec): Promise<OverlayMount> {
   const log = spec.log.child({ mount: spec.mountpoint })
-  const overlay = new Overlay({ lower: spec.lower, upper: spec.upper, metacopy: spec.metacopy, xattrs: spec.xattrs, log })
+  const overlay = new Overlay({ lower: spec.lower, upper: spec.upper, metacopy: spec.metacopy, xattrs: spec.xattrs, volatile: spec.volatile, log })
   prepareMountpoint(spec.mountpoint)
   let session: FuseSession | undefined
   let initialised!: (err?: unknown) => void

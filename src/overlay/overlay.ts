@@ -20,6 +20,11 @@ export interface OverlayOptions {
   metacopy?: boolean
   /** The names of the overlay's own xattrs in its layers: trusted (the default) or user (`userxattr`). */
   xattrs?: OverlayXattrs
+  /**
+   * Kernel `volatile`: fsync and fdatasync return at once and O_SYNC/O_DSYNC are dropped, for
+   * an upper that is thrown away rather than recovered after a crash (podman's `--rm` containers).
+   */
+  volatile?: boolean
   log: Logger
 }
 
@@ -116,11 +121,16 @@ export class Overlay {
   private readonly hiddenLinks = new Map<number, number>()
   private readonly log: Logger
   private readonly xattrs: OverlayXattrs
+  private readonly volatile: boolean
+  /** The caller's open flags an upper file's descriptor takes on. */
+  private readonly syncFlags: number
 
   constructor (opts: OverlayOptions) {
     this.lower = opts.lower
     this.log = opts.log
     this.xattrs = opts.xattrs ?? OverlayXattrs.trusted
+    this.volatile = opts.volatile === true
+    this.syncFlags = this.volatile ? 0 : O_SYNC | O_DSYNC
     if (opts.upper !== undefined) {
       this.upper = new Upper(opts.upper.upperDir, opts.upper.workDir, this.xattrs)
       this.copyUp = new CopyUp(this.lower, this.upper, this.log, opts.metacopy === true)
@@ -247,14 +257,14 @@ export class Overlay {
     }
     const real = await this.modify(path, (flags & O_TRUNC) === 0 ? 'data' : 'none', r)
     // The kernel sends explicit offsets for appends, so O_APPEND stays off the real descriptor.
-    const fd = fs.openSync(real, O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | O_SYNC | O_DSYNC)))
+    const fd = fs.openSync(real, O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | this.syncFlags)))
     return this.addHandle(fd, r.attr.ino, true)
   }
 
   async create (path: string, mode: number, flags: number, caller: Caller): Promise<number> {
     let fd = -1
     await this.place(path, caller, false, real => {
-      fd = fs.openSync(real, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | (flags & (O_SYNC | O_DSYNC)), mode & 0o7777)
+      fd = fs.openSync(real, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | (flags & this.syncFlags), mode & 0o7777)
     })
     return this.addHandle(fd, sys.fstat(fd).ino, true)
   }
@@ -338,6 +348,7 @@ export class Overlay {
 
   async fsync (fh: number, datasync: boolean): Promise<void> {
     const { fd } = this.handle(fh)
+    if (this.volatile) return
     await new Promise<void>((resolve, reject) => {
       const done = (err: NodeJS.ErrnoException | null): void => err === null ? resolve() : reject(err)
       if (datasync) fs.fdatasync(fd, done)
