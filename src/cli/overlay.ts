@@ -17,12 +17,13 @@ const MOUNT_FLAGS = new Set([
 ])
 
 /** Options with a value that the mount uses. */
-const VALUED = new Set(['lowerdir', 'upperdir', 'workdir', 'metacopy', 'uidmapping', 'gidmapping', 'fsync'])
+const VALUED = new Set([
+  'lowerdir', 'upperdir', 'workdir', 'metacopy', 'uidmapping', 'gidmapping', 'fsync', 'squash_to_uid', 'squash_to_gid'
+])
 
 /** fuse-overlayfs and kernel overlayfs options that change nothing here: the caller is told. */
 const IGNORED = new Set([
-  'noacl', 'xattr_permissions', 'squash_to_root', 'squash_to_uid',
-  'squash_to_gid', 'static_nlink', 'redirect_dir', 'index', 'xino',
+  'noacl', 'xattr_permissions', 'static_nlink', 'redirect_dir', 'index', 'xino',
   'timeout', 'threaded', 'plugins', 'context', 'fscontext', 'defcontext', 'rootcontext',
   'nfs_export', 'debug'
 ])
@@ -70,6 +71,7 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
     else if (key === 'ro') readOnly = true
     else if (key === 'userxattr') userxattr = true
     else if (key === 'volatile') volatile = true
+    else if (key === 'squash_to_root') values.set(key, '0')
     else if (MOUNT_FLAGS.has(key)) continue
     else if (IGNORED.has(key)) ignored.push(item)
     else throw new UsageError(`unknown option ${key}\n${OVERLAY_USAGE}`)
@@ -101,7 +103,7 @@ export function parseOverlayArgs (argv: string[]): OverlayArgs {
   }
 }
 
-/** uidmapping= and gidmapping=, checked here so that a bad one is a usage error. */
+/** uidmapping=, gidmapping= and the squash options, checked here so that a bad one is a usage error. */
 function idMappingsOf (values: Map<string, string>): IdMappings | undefined {
   const parse = (option: string): IdMapping | undefined => {
     const spec = values.get(option)
@@ -112,9 +114,18 @@ function idMappingsOf (values: Map<string, string>): IdMappings | undefined {
       throw new UsageError((err as Error).message)
     }
   }
+  const id = (option: string): number | undefined => {
+    const value = values.get(option)
+    if (value === undefined) return undefined
+    if (!/^\d+$/.test(value) || Number(value) >= 2 ** 32) throw new UsageError(`${option}=${value}: an id is a decimal number`)
+    return Number(value)
+  }
   const uid = parse('uidmapping')
   const gid = parse('gidmapping')
-  return uid === undefined && gid === undefined ? undefined : new IdMappings(uid, gid)
+  // squash_to_uid and squash_to_gid take precedence over squash_to_root, as in fuse-overlayfs.
+  const squash = { uid: id('squash_to_uid') ?? id('squash_to_root'), gid: id('squash_to_gid') ?? id('squash_to_root') }
+  if (uid === undefined && gid === undefined && squash.uid === undefined && squash.gid === undefined) return undefined
+  return new IdMappings(uid, gid, squash)
 }
 
 /** The descriptor a background server reports on (`--ready-fd N`), found even in a bad command line. */

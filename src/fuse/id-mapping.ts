@@ -44,12 +44,23 @@ export class IdMapping {
   }
 }
 
-/** Both mappings of a mount; either may be absent (ids then show as stored). */
+/**
+ * fuse-overlayfs's `squash_to_root`, `squash_to_uid=` and `squash_to_gid=`: every name shows as
+ * owned by these ids, whatever is stored (for a user namespace of one id, where stored owners
+ * would otherwise show as the overflow id); what comes in is stored as it comes.
+ */
+export interface Squash { uid?: number, gid?: number }
+
+/** Both mappings of a mount, either of which may be absent, and the squash ids if any. */
 export class IdMappings {
-  constructor (readonly uid?: IdMapping, readonly gid?: IdMapping) {}
+  constructor (readonly uid?: IdMapping, readonly gid?: IdMapping, readonly squash: Squash = {}) {}
 
   shownAttr (attr: Attr): Attr {
-    return { ...attr, uid: this.uid?.shown(attr.uid) ?? attr.uid, gid: this.gid?.shown(attr.gid) ?? attr.gid }
+    return {
+      ...attr,
+      uid: this.squash.uid ?? this.uid?.shown(attr.uid) ?? attr.uid,
+      gid: this.squash.gid ?? this.gid?.shown(attr.gid) ?? attr.gid
+    }
   }
 
   diskCaller (caller: Caller): Caller {
