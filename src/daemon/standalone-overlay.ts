@@ -36,7 +36,7 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
   if (spec.upper !== undefined && overlapping(realpathSync(spec.upper.upperDir), realpathSync(spec.upper.workDir))) {
     throw new StrataError('BAD_REQUEST', 'workdir and upperdir must be separate subtrees')
   }
-  const claim = spec.upper === undefined ? undefined : await claimUpper(spec.upper)
+  const claim = spec.upper === undefined ? undefined : await claimUpper(spec.upper, spec.log)
   try {
     return await serveClaimed(spec, () => claim?.release())
   } catch (err) {

@@ -1,5 +1,6 @@
 import { closeSync, constants, openSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
 import { StrataError } from '../errors.js'
 import { tryLockExclusive } from '../sys/index.js'
 
@@ -20,12 +21,13 @@ const RETRY_MS = 20
  * dir's scratch space when it mounts, and spare files, the inode log and the lower index live
  * there. Kernel overlayfs refuses such a second mount when its index feature is on and only warns
  * otherwise; stratafs refuses it. The claim is an flock on each directory, held until released
- * or until the server dies.
+ * or until the server dies. A filesystem that takes no flock on a directory (some network ones)
+ * leaves that directory unclaimed, with a warning: the mount goes on as fuse-overlayfs's would.
  */
-export async function claimUpper (upper: { upperDir: string, workDir: string }, waitMs = WAIT_MS): Promise<UpperClaim> {
+export async function claimUpper (upper: { upperDir: string, workDir: string }, log: Logger, waitMs = WAIT_MS): Promise<UpperClaim> {
   const started = performance.now()
   for (;;) {
-    const busy = tryClaim(upper)
+    const busy = tryClaim(upper, log)
     if (typeof busy !== 'string') return busy
     if (performance.now() - started >= waitMs) throw new StrataError('EBUSY', `${busy} is in use by another mount`)
     await sleep(RETRY_MS)
@@ -33,7 +35,7 @@ export async function claimUpper (upper: { upperDir: string, workDir: string }, 
 }
 
 /** The claim, or which directory another holds. */
-function tryClaim (upper: { upperDir: string, workDir: string }): UpperClaim | string {
+function tryClaim (upper: { upperDir: string, workDir: string }, log: Logger): UpperClaim | string {
   const fds: number[] = []
   const release = (): void => {
     for (const fd of fds.splice(0)) closeSync(fd)
@@ -42,7 +44,14 @@ function tryClaim (upper: { upperDir: string, workDir: string }): UpperClaim | s
     for (const [what, dir] of [['upperdir', upper.upperDir], ['workdir', upper.workDir]] as const) {
       const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY)
       fds.push(fd)
-      if (!tryLockExclusive(fd)) {
+      let locked: boolean
+      try {
+        locked = tryLockExclusive(fd)
+      } catch (err) {
+        log.warn({ err, dir }, `cannot lock the ${what}: a second mount of it would not be refused`)
+        continue
+      }
+      if (!locked) {
         release()
         return `${what} ${dir}`
       }
