@@ -9,9 +9,10 @@ import { diffTrees, snapshot, type Tree } from './lib/tree.js'
 /**
  * `uidmapping=` and `gidmapping=`, as podman passes them to a mount program for a container with
  * a user namespace of its own: stored ids show shifted, ids that come in (a chown, a new file's
- * owner) are stored shifted back, and ids outside the ranges are the overflow id both ways.
- * fuse-overlayfs, whose options these are, is the oracle: the same steps on both, the merged
- * views and the uppers compared.
+ * owner) are stored shifted back, and ids outside the ranges are the overflow id both ways. And
+ * the `squash_to_*` options, which show every name as owned by one id. fuse-overlayfs, whose
+ * options these are, is the oracle: the same steps on both, the merged views and the uppers
+ * compared.
  */
 
 /** As podman writes them (a leading `:`); the gids in two ranges. */
@@ -47,6 +48,7 @@ function fixture (t: Tap): Record<string, string> {
   return dirs
 }
 
+/** Runs a command, as root or as the uid (and gid) `as`. */
 const run = (cmd: string[], as?: string): void => {
   const r = spawnSync(as === undefined ? cmd[0]! : 'setpriv', as === undefined ? cmd.slice(1) : [`--reuid=${as}`, `--regid=${as}`, '--clear-groups', ...cmd], { encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr}`)
