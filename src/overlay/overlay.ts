@@ -122,15 +122,12 @@ export class Overlay {
   private readonly log: Logger
   private readonly xattrs: OverlayXattrs
   private readonly volatile: boolean
-  /** The caller's open flags an upper file's descriptor takes on. */
-  private readonly syncFlags: number
 
   constructor (opts: OverlayOptions) {
     this.lower = opts.lower
     this.log = opts.log
     this.xattrs = opts.xattrs ?? OverlayXattrs.trusted
     this.volatile = opts.volatile === true
-    this.syncFlags = this.volatile ? 0 : O_SYNC | O_DSYNC
     if (opts.upper !== undefined) {
       this.upper = new Upper(opts.upper.upperDir, opts.upper.workDir, this.xattrs)
       this.copyUp = new CopyUp(this.lower, this.upper, this.log, opts.metacopy === true)
@@ -257,14 +254,14 @@ export class Overlay {
     }
     const real = await this.modify(path, (flags & O_TRUNC) === 0 ? 'data' : 'none', r)
     // The kernel sends explicit offsets for appends, so O_APPEND stays off the real descriptor.
-    const fd = fs.openSync(real, O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | this.syncFlags)))
+    const fd = fs.openSync(real, O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | this.syncFlags())))
     return this.addHandle(fd, r.attr.ino, true)
   }
 
   async create (path: string, mode: number, flags: number, caller: Caller): Promise<number> {
     let fd = -1
     await this.place(path, caller, false, real => {
-      fd = fs.openSync(real, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | (flags & this.syncFlags), mode & 0o7777)
+      fd = fs.openSync(real, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | (flags & this.syncFlags()), mode & 0o7777)
     })
     return this.addHandle(fd, sys.fstat(fd).ino, true)
   }
@@ -344,6 +341,11 @@ export class Overlay {
       handle.final = true
       handle.dataOnly = false
     }
+  }
+
+  /** The caller's open flags an upper file's descriptor takes on: none of them on a volatile mount. */
+  private syncFlags (): number {
+    return this.volatile ? 0 : O_SYNC | O_DSYNC
   }
 
   async fsync (fh: number, datasync: boolean): Promise<void> {
