@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import t from 'tap'
@@ -59,16 +59,17 @@ function rootless (t: Tap): Rootless {
   for (const d of [join(home, 'run'), runDir]) mkdirSync(d, { mode: 0o700 })
   spawnSync('chown', ['-R', 'nobody:nogroup', home])
   const env = [`HOME=${home}`, `XDG_RUNTIME_DIR=${join(home, 'run')}`, `XDG_CONFIG_HOME=${home}/config`, `PATH=${dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin`]
+  /** From podman's tmp dir (`--tmpdir`, see podman()); none before podman first ran. */
   const pause = (): number | undefined => {
-    // In podman's tmp dir (`--tmpdir`, see podman()).
-    const pid = Number(readFileSync(join(runDir, 'tmp', 'pause.pid'), 'utf8'))
+    const file = join(runDir, 'tmp', 'pause.pid')
+    const pid = existsSync(file) ? Number(readFileSync(file, 'utf8')) : NaN
     return Number.isInteger(pid) && pid > 0 ? pid : undefined
   }
   t.teardown(() => {
-    try {
-      const pid = pause()
-      if (pid !== undefined) process.kill(pid, 'SIGKILL')
-    } catch {}
+    const pid = pause()
+    if (pid !== undefined) {
+      try { process.kill(pid, 'SIGKILL') } catch {}
+    }
     rmSync(home, { recursive: true, force: true })
   })
   return {
@@ -76,7 +77,7 @@ function rootless (t: Tap): Rootless {
     runDir,
     repo,
     bin: join(repo, 'bin', 'stratafs-overlay'),
-    pause: () => { try { return pause() } catch { return undefined } },
+    pause,
     wrap: args => ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
       `${binds.join(' && ')} && exec setpriv --reuid=nobody --regid=nogroup --clear-groups env -i ${env.join(' ')} podman "$@"`, 'sh', ...args]
   }

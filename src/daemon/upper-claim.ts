@@ -26,16 +26,17 @@ const RETRY_MS = 20
  */
 export async function claimUpper (upper: { upperDir: string, workDir: string }, log: Logger, waitMs = WAIT_MS): Promise<UpperClaim> {
   const started = performance.now()
+  const unlockable = new Set<string>()
   for (;;) {
-    const busy = tryClaim(upper, log)
+    const busy = tryClaim(upper, unlockable, log)
     if (typeof busy !== 'string') return busy
     if (performance.now() - started >= waitMs) throw new StrataError('EBUSY', `${busy} is in use by another mount`)
     await sleep(RETRY_MS)
   }
 }
 
-/** The claim, or which directory another holds. */
-function tryClaim (upper: { upperDir: string, workDir: string }, log: Logger): UpperClaim | string {
+/** The claim, or which directory another holds. `unlockable`: the dirs already warned about. */
+function tryClaim (upper: { upperDir: string, workDir: string }, unlockable: Set<string>, log: Logger): UpperClaim | string {
   const fds: number[] = []
   const release = (): void => {
     for (const fd of fds.splice(0)) closeSync(fd)
@@ -48,7 +49,8 @@ function tryClaim (upper: { upperDir: string, workDir: string }, log: Logger): U
       try {
         locked = tryLockExclusive(fd)
       } catch (err) {
-        log.warn({ err, dir }, `cannot lock the ${what}: a second mount of it would not be refused`)
+        if (!unlockable.has(dir)) log.warn({ err, dir }, `cannot lock the ${what}: a second mount of it would not be refused`)
+        unlockable.add(dir)
         continue
       }
       if (!locked) {
