@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { createLogger } from '../src/log.js'
 import { SpareFiles } from '../src/overlay/spare-files.js'
+import { SPARE_SUPPLY as SUPPLY } from '../src/overlay/copy-up.js'
 import { llistxattr, lsetxattr } from '../src/sys/index.js'
 import { isMounted, mountStratafs, unmountFuse } from './lib/overlay-mount.js'
 
@@ -14,7 +15,6 @@ import { isMounted, mountStratafs, unmountFuse } from './lib/overlay-mount.js'
  * remount, and a file there that is not a pristine spare (a copy-up cut short) is never reused.
  */
 
-const SUPPLY = 64
 
 async function until (what: string, cond: () => boolean): Promise<void> {
   for (let i = 0; i < 500; i++) {
