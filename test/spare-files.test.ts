@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import { createLogger } from '../src/log.js'
 import { SpareFiles } from '../src/overlay/spare-files.js'
 import { SPARE_SUPPLY as SUPPLY } from '../src/overlay/copy-up.js'
-import { llistxattr, lsetxattr } from '../src/sys/index.js'
+import { lgetxattr, llistxattr, lsetxattr } from '../src/sys/index.js'
 import { isMounted, mountStratafs, unmountFuse } from './lib/overlay-mount.js'
 
 /**
@@ -58,6 +58,11 @@ t.test('spare files: used by copy-ups, made again when idle, kept across mounts'
     if (rewritten(i)) writeFileSync(join(mnt, `f${i}`), 'new\n')
     else appendFileSync(join(mnt, `f${i}`), 'more\n')
   }
+  // Any request, not only a copy-up, keeps the server from making spares: requests
+  // follow the burst at once, for ten times the pause that allows a spare.
+  const until200ms = performance.now() + 200
+  while (performance.now() < until200ms) lgetxattr(join(mnt, 'f0'), 'user.none')
+  t.equal(spares().length, 0, 'none made while requests of other kinds keep coming')
   for (let i = 0; i < n; i++) {
     const st = lstatSync(join(upper, `f${i}`))
     t.equal(readFileSync(join(upper, `f${i}`), 'utf8'), rewritten(i) ? 'new\n' : `content ${i}\nmore\n`, `f${i}: whole content in the upper`)
@@ -67,7 +72,7 @@ t.test('spare files: used by copy-ups, made again when idle, kept across mounts'
   }
   const used = [...before].filter(name => !spares().includes(name))
   t.equal(used.length, SUPPLY, 'every spare made before the burst was used by it')
-  await until('the supply is made again once copy-ups pause', () => spares().length === SUPPLY)
+  await until('the supply is made again once requests pause', () => spares().length === SUPPLY)
 
   t.equal(unmountFuse(mnt), undefined, 'unmounted cleanly')
   await until('the server has exited', () => !isMounted(mnt))
@@ -110,6 +115,28 @@ t.test('no spare is made while a copy-up is under way, however long it takes', a
   t.equal(count(), 0, 'none made during a copy-up ten times longer than the pause that allows it')
   spares.end()
   await until('made once the copy-up has ended', () => count() === 8)
+  t.pass('the supply is back')
+})
+
+t.test('no spare is made while requests keep coming, and the supply is made once they pause', async t => {
+  const dir = join(t.testdir(), 'spare')
+  const spares = new SpareFiles(dir, 8, createLogger('silent'))
+  t.teardown(() => spares.close())
+  const count = (): number => readdirSync(dir).length
+  spares.load()
+  await until('the supply is made', () => count() === 8)
+  for (let i = 0; i < 8; i++) {
+    spares.begin()
+    rmSync(spares.take().path)
+    spares.end()
+  }
+  // A request every 5 ms, for ten times the pause that allows a spare.
+  for (let i = 0; i < 40; i++) {
+    spares.busy()
+    await new Promise(resolve => setTimeout(resolve, 5))
+  }
+  t.equal(count(), 0, 'none made between requests 5 ms apart')
+  await until('made once requests have paused', () => count() === 8)
   t.pass('the supply is back')
 })
 

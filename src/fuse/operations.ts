@@ -168,6 +168,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
    * `fn` notes the path it works on in `where`, for the log of an unexpected error.
    */
   const attempt = <T>(req: Req, where: Where, fn: () => T | Promise<T>, reply: (value: T) => void): void => {
+    overlay.busy()
     const onError = (err: unknown): void => fail(req, err, where)
     const settle = (value: T): void => {
       try {
@@ -267,6 +268,7 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     },
     lookup (req, parent, name) {
       const at: Where = { op: 'lookup' }
+      overlay.busy()
       try {
         const path = at.path = childPathOf(parent, name)
         entry(req, parent, name, overlay.getattr(path))

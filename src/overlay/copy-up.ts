@@ -60,6 +60,11 @@ export class CopyUp {
     this.spares.load()
   }
 
+  /** A request is being served (see SpareFiles). */
+  busy (): void {
+    this.spares.busy()
+  }
+
   /** The mount is going away: nothing more may be written into the work dir. */
   close (): void {
     this.spares.close()

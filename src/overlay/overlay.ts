@@ -144,6 +144,11 @@ export class Overlay {
     this.copyUp?.load()
   }
 
+  /** A request is being served: work the overlay does in the background waits for a pause. */
+  busy (): void {
+    this.copyUp?.busy()
+  }
+
   getattr (path: string): Attr {
     return this.resolve(path).attr
   }

@@ -15,8 +15,8 @@ export interface Owner {
 }
 
 /**
- * Spares are made only once no copy-up has run for this long: during a burst, or during one long
- * copy, a background create would only take CPU from the copy-ups it is meant to spare.
+ * Spares are made only once the mount has served nothing for this long: during a burst of copy-ups,
+ * one long copy, or any other run of requests, a background create would only take CPU from them.
  */
 const IDLE_MS = 20
 
@@ -79,8 +79,13 @@ export class SpareFiles {
 
   end (): void {
     this.copying--
-    this.lastActive = performance.now()
+    this.busy()
     this.refill()
+  }
+
+  /** A request is being served: spares wait for the next pause. */
+  busy (): void {
+    this.lastActive = performance.now()
   }
 
   private nextName (): string {
@@ -94,10 +99,15 @@ export class SpareFiles {
     this.timer = undefined
   }
 
-  private refill (): void {
+  private refill (wait = IDLE_MS): void {
     if (this.closed || this.refilling || this.timer !== undefined || this.copying > 0 || this.ready.length >= this.supply) return
     this.timer = setTimeout(() => {
       this.timer = undefined
+      const quiet = performance.now() - this.lastActive
+      if (quiet < IDLE_MS) {
+        this.refill(IDLE_MS - quiet)
+        return
+      }
       this.refilling = true
       this.fill()
         .catch(err => this.log.warn({ err }, 'could not make spare files; copy-ups make their own'))
@@ -105,11 +115,11 @@ export class SpareFiles {
           this.refilling = false
           this.refill()
         })
-    }, IDLE_MS)
+    }, wait)
     this.timer.unref()
   }
 
-  /** Makes spares until there are enough or copy-ups resume. */
+  /** Makes spares until there are enough or requests resume. */
   private async fill (): Promise<void> {
     while (!this.closed && this.ready.length < this.supply && this.copying === 0 && performance.now() - this.lastActive >= IDLE_MS) {
       const path = this.nextName()
