@@ -23,7 +23,7 @@ export type CopyNeed = 'data' | 'none' | 'meta'
  * Enough ready files for a burst of small copy-ups: a package upgrade or a `git checkout` in a
  * lower tree rewrites hundreds of files at once. 64 ran dry in the benchmark's burst of 100, whose
  * last third then paid the allocation (2-4x the latency of the rest after an `rm -rf`). A spare
- * is an empty inode, and making one is some 20-50 µs of idle time.
+ * is an empty inode, made while the mount is idle.
  */
 export const SPARE_SUPPLY = 256
 
