@@ -44,11 +44,22 @@ interface Rootless {
   wrap (podmanArgs: string[]): string[]
 }
 
-function rootless (t: Tap): Rootless {
+/**
+ * `subids`: nobody also gets 65,536 ids of its own, as /etc/subuid and /etc/subgid grant a user,
+ * so that podman's user namespace maps more than nobody itself (needed for `--userns=keep-id`).
+ * Those two files are put over the host's /etc in the same mount namespace only.
+ */
+function rootless (t: Tap, { subids = false } = {}): Rootless {
   const home = mkdtempSync(join(tmpdir(), 'podman-rootless-'))
   const repo = join(home, 'repo')
   mkdirSync(repo)
   const binds = [`mount --bind ${repoDir} ${repo}`]
+  if (subids) {
+    const etc = join(home, 'etc')
+    mkdirSync(etc)
+    for (const file of ['subuid', 'subgid']) writeFileSync(join(etc, file), 'nobody:100000:65536\n')
+    binds.push(`mount -t overlay overlay -o lowerdir=${etc}:/etc /etc`)
+  }
   if ((statSync('/dev/fuse').mode & 0o006) !== 0o006) {
     const fuse = join(home, 'fuse')
     mknod(fuse, 0o20666, makedev(10, 229))
@@ -111,18 +122,29 @@ function podman (t: Tap, dir: string, opts: PodmanOptions = {}): Podman {
 /** Limits any host can grant (podman's default nofile is above many hard limits), and no network. */
 const RUN = ['--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024', '--network', 'none']
 
-/** A busybox root filesystem as a tar, for `podman import`. */
-function busyboxTar (dir: string): string {
+/**
+ * A busybox root filesystem as a tar, for `podman import`. `withUser`: also a home of nobody's
+ * (65534), which a container run as that user writes in; a user namespace that maps nobody
+ * alone cannot import it.
+ */
+function busyboxTar (dir: string, withUser = false): string {
   const rootfs = join(dir, 'rootfs')
   for (const d of ['bin', 'etc', 'tmp', 'proc', 'sys', 'dev']) mkdirSync(join(rootfs, d), { recursive: true })
   copyFileSync('/bin/busybox', join(rootfs, 'bin', 'busybox'))
-  for (const applet of ['sh', 'ls', 'cat', 'echo', 'mkdir', 'rm', 'mv', 'ln', 'chmod', 'awk', 'stat', 'sleep']) {
+  for (const applet of ['sh', 'ls', 'cat', 'echo', 'mkdir', 'rm', 'mv', 'ln', 'chmod', 'awk', 'stat', 'sleep', 'id']) {
     symlinkSync('busybox', join(rootfs, 'bin', applet))
   }
   writeFileSync(join(rootfs, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n')
   writeFileSync(join(rootfs, 'etc', 'motd'), 'hello\n')
   mkdirSync(join(rootfs, 'data'))
   writeFileSync(join(rootfs, 'data', 'old'), 'old\n')
+  if (withUser) {
+    const user = join(rootfs, 'home', 'user')
+    mkdirSync(user, { recursive: true })
+    writeFileSync(join(user, 'notes'), 'notes\n')
+    writeFileSync(join(user, 'old'), 'old\n')
+    spawnSync('chown', ['-R', '65534:65534', user])
+  }
   const tar = join(dir, 'rootfs.tar')
   spawnSync('tar', ['-C', rootfs, '-cf', tar, '.'])
   return tar
@@ -149,12 +171,12 @@ interface Mode {
   mounts (): string[]
 }
 
-function mode (t: Tap, asRootless: boolean): Mode {
+function mode (t: Tap, asRootless: boolean, subids = false): Mode {
   if (!asRootless) {
     const dir = t.testdir()
     return { name: 'root', dir, bin, mounts: () => mountsUnder(dir) }
   }
-  const r = rootless(t)
+  const r = rootless(t, { subids })
   return {
     name: 'rootless',
     dir: r.home,
@@ -230,3 +252,43 @@ for (const asRootless of [false, true]) {
     t.same(m.mounts(), [], 'nothing stays mounted')
   })
 }
+
+t.test('rootless, --userns=keep-id: the container runs as its user, who sees and makes files as on podman\'s own driver', async t => {
+  const m = mode(t, true, true)
+  const r = m.rootless!
+  const tar = busyboxTar(m.dir, true)
+  spawnSync('chown', ['-R', 'nobody:nogroup', m.dir])
+  const script = [
+    'id -u', 'id -g',
+    'stat -c "%u:%g %a %n" /etc/motd /home/user /home/user/notes',
+    // A copy-up of the user's own file, new names, a removal, and a write the user may not make.
+    'echo more >> /home/user/notes', 'cat /home/user/notes',
+    'echo new > /home/user/new', 'mkdir /home/user/dir', 'rm /home/user/old',
+    'stat -c "%u:%g %a %n" /home/user/notes /home/user/new /home/user/dir',
+    '(echo no >> /etc/motd) 2>&1',
+    'ls /home/user'
+  ].join('; ')
+  const seen: string[] = []
+  const trees = []
+  for (const [name, program] of [['kernel', undefined], ['stratafs', r.bin]] as const) {
+    const p = podman(t, join(m.dir, name), { mountProgram: program, rootless: r })
+    ok(t, p, ['import', tar, 'localhost/bb'], `${name}: podman import`)
+    const id = ok(t, p, ['create', ...RUN, '--userns=keep-id', 'localhost/bb', 'sh', '-c', script], `${name}: podman create --userns=keep-id`).trim()
+    seen.push(ok(t, p, ['start', '--attach', id], `${name}: the container ran`))
+    const exported = join(m.dir, `${name}.tar`)
+    ok(t, p, ['export', '--output', exported, id], `${name}: podman export`)
+    const tree = join(m.dir, `${name}-tree`)
+    mkdirSync(tree)
+    t.equal(spawnSync('tar', ['-C', tree, '-xpf', exported]).status, 0, `${name}: export unpacked`)
+    trees.push(snapshot(tree))
+  }
+  const [kernel, stratafs] = seen
+  t.same(stratafs!.split('\n').slice(0, 5), [
+    '65534', '65534',
+    '0:0 644 /etc/motd', '65534:65534 755 /home/user', '65534:65534 644 /home/user/notes'
+  ], 'the user is nobody, the image\'s files keep their owners')
+  t.match(stratafs!, /65534:65534 644 \/home\/user\/new\n65534:65534 755 \/home\/user\/dir\n.*Permission denied/, 'what the user makes is the user\'s; a root file stays closed to it')
+  t.equal(stratafs, kernel, 'the container saw what it sees on podman\'s own driver')
+  t.same(diffTrees(trees[0]!, trees[1]!, { names: ['kernel', 'stratafs'], mtime: false }), [], 'the containers\' files are the same')
+  t.same(m.mounts(), [], 'nothing stays mounted')
+})
