@@ -50,7 +50,7 @@ export class CopyUp {
     /** Kernel overlayfs's `metacopy=on`, in its on-disk format. */
     private readonly metacopy: boolean
   ) {
-    this.inoOf = new InodeMap(upper.inodeLog)
+    this.inoOf = new InodeMap(upper.inodeLog, log)
     this.spares = new SpareFiles(upper.spareDir, SPARE_SUPPLY, log)
   }
 
@@ -111,7 +111,9 @@ export class CopyUp {
 
   /**
    * Gives a metadata-only copy its data, in place: the xattr goes last, so until the copy is
-   * whole, readers (and a crash) still see the lower data. Its times stay those it showed.
+   * whole, readers (and a crash) still see the lower data. Its times stay those it showed. A
+   * copy that fails (a full disk) gives back the blocks it had filled: the file's data is still
+   * the lower's, and they would keep the disk full. Kernel overlayfs keeps them.
    */
   private async completeData (path: string, st: Stat, data: boolean): Promise<void> {
     const real = this.upper.real(path)
@@ -119,10 +121,14 @@ export class CopyUp {
       const to = fs.openSync(real, fs.constants.O_WRONLY)
       try {
         await this.copyInto(lowerDataPath(this.lower, path), to, st.size, false)
+      } catch (err) {
+        fs.ftruncateSync(to, 0)
+        fs.ftruncateSync(to, st.size)
+        throw err
       } finally {
         fs.closeSync(to)
+        sys.lutimens(real, st.atime, st.mtime)
       }
-      sys.lutimens(real, st.atime, st.mtime)
     }
     sys.lremovexattr(real, this.upper.xattrs.metacopy)
     this.metaOnly.set(st.ino, false)

@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import type { Logger } from 'pino'
 import { errorCode } from '../errors.js'
 
 /**
@@ -6,13 +7,19 @@ import { errorCode } from '../errors.js'
  * st_ino stays the same across copy-up (git, tar and rsync remember inode numbers), also across
  * remounts and daemon restarts. Kept as an append-only log beside the upper (one `upper overlay`
  * pair per line, `upper -` forgets), replayed at mount and compacted at unmount.
+ *
+ * A line that cannot be written (a full disk) fails nothing: the copy-up or removal it notes is
+ * done by then, and `rm` must work on a full disk. The map stays right for this mount, and the
+ * unmount's compaction writes it whole if there is room by then.
  */
 export class InodeMap {
   private readonly map = new Map<number, number>()
   /** Kept open for appends: a copy-up should not pay an open and a close to note one line. */
   private fd: number | undefined
+  /** An append failed and has not been followed by one that worked: warned once. */
+  private failing = false
 
-  constructor (private readonly file: string) {}
+  constructor (private readonly file: string, private readonly log: Logger) {}
 
   load (): void {
     let text: string
@@ -46,8 +53,15 @@ export class InodeMap {
   }
 
   private append (line: string): void {
-    this.fd ??= fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600)
-    fs.writeSync(this.fd, line)
+    try {
+      this.fd ??= fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600)
+      // A short write (the disk filled mid-line) would leave half a line: the next would join it.
+      if (fs.writeSync(this.fd, line) !== Buffer.byteLength(line)) throw new Error('short write')
+      this.failing = false
+    } catch (err) {
+      if (!this.failing) this.log.warn({ err, file: this.file }, 'cannot note inode numbers; they stay right until the unmount writes them')
+      this.failing = true
+    }
   }
 
   /** Rewrites the log as the current map, through a rename so a crash keeps the old one. */
@@ -55,7 +69,12 @@ export class InodeMap {
     if (this.fd !== undefined) fs.closeSync(this.fd)
     this.fd = undefined
     const tmp = `${this.file}.tmp`
-    fs.writeFileSync(tmp, [...this.map].map(([u, o]) => `${u} ${o}\n`).join(''))
-    fs.renameSync(tmp, this.file)
+    try {
+      fs.writeFileSync(tmp, [...this.map].map(([u, o]) => `${u} ${o}\n`).join(''))
+      fs.renameSync(tmp, this.file)
+    } catch (err) {
+      fs.rmSync(tmp, { force: true })
+      this.log.warn({ err, file: this.file }, 'cannot write inode numbers: files copied up since the last line written show new ones after a remount')
+    }
   }
 }

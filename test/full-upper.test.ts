@@ -1,0 +1,149 @@
+import { spawnSync } from 'node:child_process'
+import { appendFileSync, chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import t from 'tap'
+import { SPARE_SUPPLY } from '../src/overlay/copy-up.js'
+import { errorCode } from '../src/errors.js'
+import { mountKernelOverlay } from './lib/kernel-overlay.js'
+import { mountStratafs } from './lib/overlay-mount.js'
+
+/**
+ * A full upper filesystem. A copy-up that does not fit fails with ENOSPC, as on kernel overlayfs;
+ * the file shows as it was, and nothing of the failed copy keeps the space. What needs no new
+ * data blocks (a metadata copy-up, rm, mkdir) still works on a full disk. Both implementations
+ * run each step, with upper and work dirs on a tmpfs of 6 MiB and an 8 MiB lower file.
+ */
+
+type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
+
+const MiB = 1024 * 1024
+const big = randomBytes(8 * MiB)
+
+/** A tmpfs of `bytes`, gone after the test (lazily: a server may still hold files there). */
+function smallFs (t: Tap, bytes: number): string {
+  // Not t.testdir(): tap removes that before the teardown unmounts it.
+  const dir = mkdtempSync(join(tmpdir(), 'stratafs-full-'))
+  spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir])
+  t.teardown(() => {
+    spawnSync('umount', ['-l', dir])
+    rmdirSync(dir)
+  })
+  return dir
+}
+
+const free = (dir: string): number => {
+  const st = statfsSync(dir)
+  return st.bavail * st.bsize
+}
+
+/** Writes zeros into a new file under `dir` until nothing more fits. */
+function fill (dir: string): void {
+  const fd = openSync(join(dir, 'filler'), 'w')
+  try {
+    for (const chunk of [Buffer.alloc(MiB), Buffer.alloc(4096), Buffer.alloc(1)]) {
+      for (;;) {
+        try {
+          writeSync(fd, chunk)
+        } catch (err) {
+          if (errorCode(err) === 'ENOSPC') break
+          throw err
+        }
+      }
+    }
+  } finally {
+    closeSync(fd)
+  }
+}
+
+const implementations = ['kernel', 'stratafs'] as const
+type Impl = typeof implementations[number]
+
+interface Setup { mnt: string, lower: string, upper: string, work: string, room: string }
+
+function setup (t: Tap, impl: Impl, metacopy: boolean): Setup {
+  const lower = t.testdir({ big, small: 'small\n', d: { f: 'f\n' } })
+  const room = smallFs(t, 6 * MiB)
+  const upper = join(room, 'upper')
+  const work = join(room, 'work')
+  mkdirSync(upper)
+  mkdirSync(work)
+  const options = metacopy ? ['metacopy=on'] : []
+  const mnt = impl === 'kernel'
+    ? mountKernelOverlay(t, { lowerDirs: [lower], upperDir: upper, workDir: work, options })
+    : mountStratafs(t, { lowerDirs: [lower], upperDir: upper, workDir: work, options })
+  return { mnt, lower, upper, work, room }
+}
+
+/** What a failed write raised: its code, or 'none'. */
+function appendError (path: string): string {
+  try {
+    appendFileSync(path, 'more\n')
+    return 'none'
+  } catch (err) {
+    return errorCode(err) ?? String(err)
+  }
+}
+
+/** What the work dir holds besides stratafs's own files (its spares are empty and take no room). */
+const workLeft = (work: string): string[] => readdirSync(join(work, 'work'))
+
+t.test('a copy-up larger than the room left fails with ENOSPC; the file shows whole, and the room is back', async t => {
+  for (const impl of implementations) {
+    const s = setup(t, impl, false)
+    t.equal(appendError(join(s.mnt, 'big')), 'ENOSPC', `${impl}: the write fails with ENOSPC`)
+    t.ok(readFileSync(join(s.mnt, 'big')).equals(big), `${impl}: the file shows its lower data, whole`)
+    t.notOk(existsSync(join(s.upper, 'big')), `${impl}: no partial copy in the upper`)
+    t.same(workLeft(s.work), [], `${impl}: nothing left in the work dir`)
+    t.ok(free(s.room) > 5 * MiB, `${impl}: the room the copy took is free again`)
+    appendFileSync(join(s.mnt, 'small'), 'more\n')
+    t.equal(readFileSync(join(s.mnt, 'small'), 'utf8'), 'small\nmore\n', `${impl}: a copy-up that fits works`)
+  }
+})
+
+t.test('metacopy: the data copy that does not fit fails, the metadata stays changed, and stratafs gives the room back', async t => {
+  for (const impl of implementations) {
+    const s = setup(t, impl, true)
+    const before = lstatSync(join(s.mnt, 'big'))
+    chmodSync(join(s.mnt, 'big'), 0o600)
+    t.equal(appendError(join(s.mnt, 'big')), 'ENOSPC', `${impl}: the write fails with ENOSPC`)
+    const after = lstatSync(join(s.mnt, 'big'))
+    t.ok(readFileSync(join(s.mnt, 'big')).equals(big), `${impl}: the file shows its lower data, whole`)
+    t.same([after.mode & 0o7777, after.size, after.ino], [0o600, big.length, before.ino], `${impl}: the new mode, the size and the inode number`)
+    if (impl === 'stratafs') {
+      // Kernel overlayfs keeps what it had copied in the upper file, so its disk stays full, and
+      // the file shows the time of the failed write.
+      t.ok(free(s.room) > 5 * MiB, 'stratafs: the room the copy took is free again')
+      t.equal(after.mtimeMs, before.mtimeMs, 'stratafs: the time it had')
+      appendFileSync(join(s.mnt, 'small'), 'more\n')
+      t.equal(readFileSync(join(s.mnt, 'small'), 'utf8'), 'small\nmore\n', 'stratafs: a copy-up that fits works')
+    }
+  }
+})
+
+t.test('on a full upper, a metadata copy-up, rm and mkdir still work', async t => {
+  for (const impl of implementations) {
+    const s = setup(t, impl, true)
+    if (impl === 'stratafs') {
+      // The spares are made once the mount is idle: the full disk is then met by a copy-up
+      // that needs no new inode, and by the first line of the inode log, which needs a block.
+      const spares = join(s.work, 'stratafs-spare')
+      for (let i = 0; i < 500 && (!existsSync(spares) || readdirSync(spares).length < SPARE_SUPPLY); i++) {
+        await new Promise(resolve => setTimeout(resolve, 10))
+      }
+    }
+    const ino = lstatSync(join(s.mnt, 'big')).ino
+    fill(s.room)
+    t.equal(free(s.room), 0, `${impl}: the upper is full`)
+    chmodSync(join(s.mnt, 'big'), 0o600)
+    const st = lstatSync(join(s.mnt, 'big'))
+    t.same([st.mode & 0o7777, st.ino], [0o600, ino], `${impl}: chmod works, the inode number stays`)
+    rmSync(join(s.mnt, 'small'))
+    t.notOk(existsSync(join(s.mnt, 'small')), `${impl}: rm of a lower file works`)
+    mkdirSync(join(s.mnt, 'new'))
+    t.ok(lstatSync(join(s.mnt, 'new')).isDirectory(), `${impl}: mkdir works`)
+    writeFileSync(join(s.room, 'filler'), '')
+    t.ok(readFileSync(join(s.mnt, 'big')).equals(big), `${impl}: the file's data is still the lower's`)
+  }
+})
