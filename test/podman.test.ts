@@ -156,6 +156,16 @@ function ok (t: Tap, p: Podman, args: string[], what: string): string {
   return r.stdout
 }
 
+/** The files of container `id`, as `podman export` writes them, unpacked under `dir`. */
+function exportTree (t: Tap, p: Podman, dir: string, name: string, id: string): ReturnType<typeof snapshot> {
+  const exported = join(dir, `${name}.tar`)
+  ok(t, p, ['export', '--output', exported, id], `${name}: podman export`)
+  const tree = join(dir, `${name}-tree`)
+  mkdirSync(tree)
+  t.equal(spawnSync('tar', ['-C', tree, '-xpf', exported]).status, 0, `${name}: export unpacked`)
+  return snapshot(tree)
+}
+
 /** FUSE and overlay mounts below `dir`, in the mount namespace of `pid`. */
 function mountsUnder (dir: string, pid: number | 'self' = 'self'): string[] {
   return readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').map(l => l.split(' ')[4] ?? '').filter(m => m.startsWith(dir + '/'))
@@ -237,12 +247,7 @@ for (const asRootless of [false, true]) {
       ok(t, p, ['import', tar, 'localhost/bb'], `${name}: podman import`)
       ok(t, p, ['build', ...RUN, '--tag', 'localhost/built', ctx], `${name}: podman build`)
       const id = ok(t, p, ['create', 'localhost/built', 'true'], `${name}: podman create`).trim()
-      const exported = join(m.dir, `${name}.tar`)
-      ok(t, p, ['export', '--output', exported, id], `${name}: podman export`)
-      const tree = join(m.dir, `${name}-tree`)
-      mkdirSync(tree)
-      t.equal(spawnSync('tar', ['-C', tree, '-xpf', exported]).status, 0, `${name}: export unpacked`)
-      trees.push(snapshot(tree))
+      trees.push(exportTree(t, p, m.dir, name, id))
     }
     const [kernel, stratafs] = trees
     t.ok(stratafs!.has('/d/g') && !stratafs!.has('/d/sub') && !stratafs!.has('/etc/motd'), 'the build steps show')
@@ -275,12 +280,7 @@ t.test('rootless, --userns=keep-id: the container runs as its user, who sees and
     ok(t, p, ['import', tar, 'localhost/bb'], `${name}: podman import`)
     const id = ok(t, p, ['create', ...RUN, '--userns=keep-id', 'localhost/bb', 'sh', '-c', script], `${name}: podman create --userns=keep-id`).trim()
     seen.push(ok(t, p, ['start', '--attach', id], `${name}: the container ran`))
-    const exported = join(m.dir, `${name}.tar`)
-    ok(t, p, ['export', '--output', exported, id], `${name}: podman export`)
-    const tree = join(m.dir, `${name}-tree`)
-    mkdirSync(tree)
-    t.equal(spawnSync('tar', ['-C', tree, '-xpf', exported]).status, 0, `${name}: export unpacked`)
-    trees.push(snapshot(tree))
+    trees.push(exportTree(t, p, m.dir, name, id))
   }
   const [kernel, stratafs] = seen
   t.same(stratafs!.split('\n').slice(0, 5), [

@@ -97,19 +97,25 @@ t.test('spare files: used by copy-ups, made again when idle, kept across mounts'
   t.equal(readdirSync(join(work, 'work')).length, 0, 'nothing left in the work directory')
 })
 
-t.test('no spare is made while a copy-up is under way, however long it takes', async t => {
+/** A supply of eight spares, made and then all taken by quick copy-ups, as CopyUp runs them. */
+async function drained (t: Test): Promise<{ spares: SpareFiles, count: () => number }> {
   const dir = join(t.testdir(), 'spare')
   const spares = new SpareFiles(dir, 8, createLogger('silent'))
   t.teardown(() => spares.close())
   const count = (): number => readdirSync(dir).length
   spares.load()
   await until('the supply is made', () => count() === 8)
-  // Eight quick copy-ups, as CopyUp runs them, then a long one starting right after.
   for (let i = 0; i < 8; i++) {
     spares.begin()
     rmSync(spares.take().path)
     spares.end()
   }
+  return { spares, count }
+}
+
+t.test('no spare is made while a copy-up is under way, however long it takes', async t => {
+  const { spares, count } = await drained(t)
+  // A long copy-up starting right after the quick ones.
   spares.begin()
   await new Promise(resolve => setTimeout(resolve, 200))
   t.equal(count(), 0, 'none made during a copy-up ten times longer than the pause that allows it')
@@ -119,17 +125,7 @@ t.test('no spare is made while a copy-up is under way, however long it takes', a
 })
 
 t.test('no spare is made while requests keep coming, and the supply is made once they pause', async t => {
-  const dir = join(t.testdir(), 'spare')
-  const spares = new SpareFiles(dir, 8, createLogger('silent'))
-  t.teardown(() => spares.close())
-  const count = (): number => readdirSync(dir).length
-  spares.load()
-  await until('the supply is made', () => count() === 8)
-  for (let i = 0; i < 8; i++) {
-    spares.begin()
-    rmSync(spares.take().path)
-    spares.end()
-  }
+  const { spares, count } = await drained(t)
   // A request every 5 ms, for ten times the pause that allows a spare.
   for (let i = 0; i < 40; i++) {
     spares.busy()
