@@ -112,8 +112,9 @@ export class CopyUp {
   /**
    * Gives a metadata-only copy its data, in place: the xattr goes last, so until the copy is
    * whole, readers (and a crash) still see the lower data. Its times stay those it showed. A
-   * copy that fails (a full disk) gives back the blocks it had filled: the file's data is still
-   * the lower's, and they would keep the disk full. Kernel overlayfs keeps them.
+   * copy that fails (a full disk) gives back the blocks it had filled, as a hole that keeps the
+   * size the file shows: its data is still the lower's, and they would keep the disk full. Kernel
+   * overlayfs keeps them. A filesystem that cannot punch holes keeps them too.
    */
   private async completeData (path: string, st: Stat, data: boolean): Promise<void> {
     const real = this.upper.real(path)
@@ -122,8 +123,9 @@ export class CopyUp {
       try {
         await this.copyInto(lowerDataPath(this.lower, path), to, st.size, false)
       } catch (err) {
-        fs.ftruncateSync(to, 0)
-        fs.ftruncateSync(to, st.size)
+        try {
+          sys.fallocate(to, sys.FALLOC_FL_PUNCH_HOLE | sys.FALLOC_FL_KEEP_SIZE, 0, st.size)
+        } catch {}
         throw err
       } finally {
         fs.closeSync(to)

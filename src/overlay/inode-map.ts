@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import type { Logger } from 'pino'
-import { errorCode } from '../errors.js'
+import { StrataError, errorCode } from '../errors.js'
 
 /**
  * Upper inode → the inode number the merged view showed for that file before its copy-up, so
@@ -16,6 +16,8 @@ export class InodeMap {
   private readonly map = new Map<number, number>()
   /** Kept open for appends: a copy-up should not pay an open and a close to note one line. */
   private fd: number | undefined
+  /** The log's length once `fd` is open: where a line cut short by a full disk is cut off again. */
+  private length = 0
   /** An append failed and has not been followed by one that worked: warned once. */
   private failing = false
 
@@ -54,9 +56,18 @@ export class InodeMap {
 
   private append (line: string): void {
     try {
-      this.fd ??= fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600)
-      // A short write (the disk filled mid-line) would leave half a line: the next would join it.
-      if (fs.writeSync(this.fd, line) !== Buffer.byteLength(line)) throw new Error('short write')
+      if (this.fd === undefined) {
+        this.fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600)
+        this.length = fs.fstatSync(this.fd).size
+      }
+      const bytes = Buffer.from(line)
+      const written = fs.writeSync(this.fd, bytes)
+      // Half a line would read back as another mapping, or join the next line.
+      if (written !== bytes.length) {
+        fs.ftruncateSync(this.fd, this.length)
+        throw new StrataError('ENOSPC', `${this.file}: a line cut short`)
+      }
+      this.length += written
       this.failing = false
     } catch (err) {
       if (!this.failing) this.log.warn({ err, file: this.file }, 'cannot note inode numbers; they stay right until the unmount writes them')

@@ -11,7 +11,7 @@ export { renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT } from '.
 export { copyData, copyRange, type CopyMethod } from './copy.js'
 export { preadCached, prefetch } from './read.js'
 export { truncate } from './truncate.js'
-export { fallocate } from './fallocate.js'
+export { fallocate, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } from './fallocate.js'
 export { lseek, SEEK_DATA, SEEK_HOLE } from './seek.js'
 export { dup2 } from './dup2.js'
 export { tryLockExclusive } from './flock.js'
