@@ -1,10 +1,12 @@
 import { spawnSync } from 'node:child_process'
 import { appendFileSync, chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import { SPARE_SUPPLY } from '../src/overlay/copy-up.js'
+import { InodeMap } from '../src/overlay/inode-map.js'
+import { createLogger } from '../src/log.js'
 import { errorCode } from '../src/errors.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { mountStratafs } from './lib/overlay-mount.js'
@@ -162,4 +164,30 @@ t.test('on a full upper, a metadata copy-up, rm and mkdir still work', async t =
     writeFileSync(join(s.room, 'filler'), '')
     t.ok(readFileSync(join(s.mnt, 'big')).equals(big), `${impl}: the file's data is still the lower's`)
   }
+})
+
+t.test('a full upper mounts, and what needs no new data works on it', async t => {
+  for (const impl of implementations) {
+    // Full before the mount: stratafs then cannot open its index store (LevelDB writes as it opens).
+    const s = setup(t, impl, false, work => fill(dirname(work)))
+    t.equal(free(s.room), 0, `${impl}: the upper is full`)
+    t.same(readdirSync(s.mnt).sort(), ['big', 'd', 'small'], `${impl}: mounted, the lower files show`)
+    t.equal(appendError(join(s.mnt, 'small')), 'ENOSPC', `${impl}: a copy-up fails with ENOSPC`)
+    rmSync(join(s.mnt, 'small'))
+    mkdirSync(join(s.mnt, 'new'))
+    t.same(readdirSync(s.mnt).sort(), ['big', 'd', 'new'], `${impl}: rm and mkdir work`)
+  }
+})
+
+t.test('the inode log is the server\'s alone, also as the unmount rewrites it', async t => {
+  const dir = t.testdir()
+  const file = join(dir, INODE_LOG)
+  const map = new InodeMap(file, createLogger('silent'))
+  const umask = process.umask(0)
+  t.teardown(() => process.umask(umask))
+  map.set(10, 20)
+  t.equal(lstatSync(file).mode & 0o777, 0o600, 'written by copy-ups')
+  map.compact()
+  t.equal(lstatSync(file).mode & 0o777, 0o600, 'rewritten at unmount')
+  t.equal(readFileSync(file, 'utf8'), '10 20\n')
 })

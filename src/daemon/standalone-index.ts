@@ -13,9 +13,19 @@ import { fingerprintLowers, LowerFingerprinter } from './lower-fingerprint.js'
  * The store is closed before the mount: a server can outlive its mount by a moment (it learns of
  * a `fusermount -u` only when it next reads the device), and must not hold the lock the next
  * mount needs.
+ *
+ * A store that cannot be opened or written (LevelDB writes as it opens, so a full disk refuses
+ * it) costs only the time a stored index saves: the index is built and not kept. Kernel
+ * overlayfs mounts a full upper, and a container whose disk filled up must mount to be cleaned.
  */
 export async function standaloneLowerIndex (lowerDirs: readonly string[], workDir: string, xattrs: OverlayXattrs, log: Logger): Promise<LowerIndex> {
-  const store = await OverlayIndexStore.open(join(workDir, 'stratafs'))
+  let store: OverlayIndexStore
+  try {
+    store = await OverlayIndexStore.open(join(workDir, 'stratafs'))
+  } catch (err) {
+    log.warn({ err }, 'cannot open the lower index store in the work dir: the index is built, not kept')
+    return await builtInMemory(lowerDirs, xattrs, log)
+  }
   try {
     let started = performance.now()
     let fingerprintMs: number | undefined
@@ -36,15 +46,26 @@ export async function standaloneLowerIndex (lowerDirs: readonly string[], workDi
     const { digest, racy } = fingerprinter.result()
     const built = performance.now()
     // A racy fingerprint could match a later, different tree: the index is used but not kept.
-    const records = racy ? 0 : await store.save(digest, index.records())
+    const records = racy ? 0 : await store.save(digest, index.records()).catch(err => {
+      log.warn({ err }, 'cannot store the lower index in the work dir: it is used, not kept')
+      return 0
+    })
     log.info({
       layers: lowerDirs.length, entries: index.size, stored: records, racy,
       fingerprintMs, buildMs: ms(built - started), persistMs: ms(performance.now() - built)
     }, 'lower index built')
     return index
   } finally {
-    await store.close()
+    await store.close().catch(err => log.warn({ err }, 'cannot close the lower index store'))
   }
+}
+
+/** The lower index, walked and kept in memory only. */
+export async function builtInMemory (lowerDirs: readonly string[], xattrs: OverlayXattrs, log: Logger): Promise<LowerIndex> {
+  const started = performance.now()
+  const lower = await LowerIndex.build(lowerDirs, { xattrs })
+  log.info({ layers: lowerDirs.length, entries: lower.size, ms: ms(performance.now() - started) }, 'lower index built')
+  return lower
 }
 
 const ms = (n: number): number => Math.round(n)

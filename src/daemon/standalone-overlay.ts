@@ -6,8 +6,7 @@ import type { Logger } from 'pino'
 import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import type { IdMappings } from '../fuse/id-mapping.js'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
-import { LowerIndex } from '../overlay/lower-index.js'
-import { standaloneLowerIndex } from './standalone-index.js'
+import { builtInMemory, standaloneLowerIndex } from './standalone-index.js'
 import { claimUpper } from './upper-claim.js'
 
 export interface StandaloneSpec {
@@ -87,13 +86,6 @@ function overlapping (a: string, b: string): boolean {
 }
 
 /** A read-only mount has no work dir to keep an index in. */
-async function builtInMemory (lowerDirs: readonly string[], xattrs: OverlayXattrs, log: Logger): Promise<LowerIndex> {
-  const started = performance.now()
-  const lower = await LowerIndex.build(lowerDirs, { xattrs })
-  log.info({ layers: lowerDirs.length, entries: lower.size, ms: Math.round(performance.now() - started) }, 'lower index built')
-  return lower
-}
-
 /**
  * Walking the layers leaves garbage several times the index's size, which V8 keeps resident until
  * the mount has idled for a while. Collected before serving (16 ms for /usr, 138,632 names), the

@@ -81,7 +81,7 @@ export class InodeMap {
     this.fd = undefined
     const tmp = `${this.file}.tmp`
     try {
-      fs.writeFileSync(tmp, [...this.map].map(([u, o]) => `${u} ${o}\n`).join(''))
+      fs.writeFileSync(tmp, [...this.map].map(([u, o]) => `${u} ${o}\n`).join(''), { mode: 0o600 })
       fs.renameSync(tmp, this.file)
     } catch (err) {
       fs.rmSync(tmp, { force: true })
