@@ -87,6 +87,27 @@ t.test('bad command lines give one clear line and no mount', async t => {
   }
 })
 
+t.test('an upper on a read-only filesystem is refused, as the kernel refuses it', async t => {
+  const d = layers(t)
+  // A tmpfs of its own, made read-only once the upper and work dirs are in it.
+  const ro = join(d.base, 'ro')
+  mkdirSync(ro)
+  t.equal(spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', ro]).status, 0, 'a tmpfs')
+  t.teardown(() => spawnSync('umount', ['-l', ro]))
+  for (const dir of ['u', 'w']) mkdirSync(join(ro, dir))
+  t.equal(spawnSync('mount', ['-o', 'remount,ro', ro]).status, 0, 'made read-only')
+  const options = `lowerdir=${d.lower},upperdir=${join(ro, 'u')},workdir=${join(ro, 'w')}`
+  const kernel = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', options, d.mnt])
+  if (kernel.status === 0) spawnSync('umount', [d.mnt])
+  t.not(kernel.status, 0, 'kernel overlayfs refuses it')
+  for (const [cmd, ...pre] of [[bin], [process.execPath, overlayMain]]) {
+    const r = bare(cmd!, [...pre, '-o', options, d.mnt])
+    t.equal(r.status, 1, `${cmd}: exit 1`)
+    t.match(String(r.stderr), /^stratafs-overlay: upperdir \S+ is on a read-only filesystem\n$/, 'one line saying why')
+    t.notOk(isMounted(d.mnt), 'nothing mounted')
+  }
+})
+
 t.test('one upper or work dir serves one mount: a second waits for the first to end, then refuses', async t => {
   const d = layers(t)
   const other = join(d.base, 'other')

@@ -1,7 +1,7 @@
-import { realpathSync, statSync } from 'node:fs'
+import { accessSync, constants, realpathSync, statSync } from 'node:fs'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { StrataError } from '../errors.js'
+import { StrataError, errorCode } from '../errors.js'
 import type { Logger } from 'pino'
 import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import type { IdMappings } from '../fuse/id-mapping.js'
@@ -34,6 +34,9 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
   }
   if (spec.upper !== undefined && overlapping(realpathSync(spec.upper.upperDir), realpathSync(spec.upper.workDir))) {
     throw new StrataError('BAD_REQUEST', 'workdir and upperdir must be separate subtrees')
+  }
+  for (const [what, dir] of [['upperdir', spec.upper?.upperDir], ['workdir', spec.upper?.workDir]]) {
+    if (dir !== undefined && onReadOnlyFs(dir)) throw new StrataError('EROFS', `${what} ${dir} is on a read-only filesystem`)
   }
   const claim = spec.upper === undefined ? undefined : await claimUpper(spec.upper, spec.log)
   try {
@@ -98,4 +101,14 @@ function collectGarbage (): void {
   setFlagsFromString('--expose-gc')
   const gc = runInNewContext('gc') as () => void
   gc()
+}
+
+/** access(2) answers EROFS for write access on a read-only filesystem, whoever asks. */
+function onReadOnlyFs (dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK)
+    return false
+  } catch (err) {
+    return errorCode(err) === 'EROFS'
+  }
 }
