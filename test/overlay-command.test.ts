@@ -87,6 +87,19 @@ t.test('bad command lines give one clear line and no mount', async t => {
   }
 })
 
+/** Kernel overlayfs refuses `options`, and so do both ways into stratafs-overlay, in one line. */
+function refusedAsByKernel (t: Tap, mnt: string, options: string, message: RegExp): void {
+  const kernel = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', options, mnt])
+  if (kernel.status === 0) spawnSync('umount', [mnt])
+  t.not(kernel.status, 0, 'kernel overlayfs refuses it')
+  for (const [cmd, ...pre] of [[bin], [process.execPath, overlayMain]]) {
+    const r = bare(cmd!, [...pre, '-o', options, mnt])
+    t.equal(r.status, 1, `${cmd}: exit 1`)
+    t.match(String(r.stderr), message, 'one line saying why')
+    t.notOk(isMounted(mnt), 'nothing mounted')
+  }
+}
+
 t.test('an upper on a read-only filesystem is refused, as the kernel refuses it', async t => {
   const d = layers(t)
   // A tmpfs of its own, made read-only once the upper and work dirs are in it.
@@ -96,16 +109,20 @@ t.test('an upper on a read-only filesystem is refused, as the kernel refuses it'
   t.teardown(() => spawnSync('umount', ['-l', ro]))
   for (const dir of ['u', 'w']) mkdirSync(join(ro, dir))
   t.equal(spawnSync('mount', ['-o', 'remount,ro', ro]).status, 0, 'made read-only')
-  const options = `lowerdir=${d.lower},upperdir=${join(ro, 'u')},workdir=${join(ro, 'w')}`
-  const kernel = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', options, d.mnt])
-  if (kernel.status === 0) spawnSync('umount', [d.mnt])
-  t.not(kernel.status, 0, 'kernel overlayfs refuses it')
-  for (const [cmd, ...pre] of [[bin], [process.execPath, overlayMain]]) {
-    const r = bare(cmd!, [...pre, '-o', options, d.mnt])
-    t.equal(r.status, 1, `${cmd}: exit 1`)
-    t.match(String(r.stderr), /^stratafs-overlay: upperdir \S+ is on a read-only filesystem\n$/, 'one line saying why')
-    t.notOk(isMounted(d.mnt), 'nothing mounted')
-  }
+  refusedAsByKernel(t, d.mnt, `lowerdir=${d.lower},upperdir=${join(ro, 'u')},workdir=${join(ro, 'w')}`,
+    /^stratafs-overlay: upperdir \S+ is on a read-only filesystem\n$/)
+})
+
+t.test('an upper and a work dir on different mounts are refused, as the kernel refuses them', async t => {
+  const d = layers(t)
+  // The upper on a tmpfs of its own, the work dir where the test's temp dirs are.
+  const other = join(d.base, 'other')
+  mkdirSync(other)
+  t.equal(spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', other]).status, 0, 'a tmpfs')
+  t.teardown(() => spawnSync('umount', ['-l', other]))
+  mkdirSync(join(other, 'u'))
+  refusedAsByKernel(t, d.mnt, `lowerdir=${d.lower},upperdir=${join(other, 'u')},workdir=${d.work}`,
+    /^stratafs-overlay: workdir and upperdir must reside under the same mount\n$/)
 })
 
 t.test('one upper or work dir serves one mount: a second waits for the first to end, then refuses', async t => {

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 
-export interface MountInfo { mountpoint: string; fstype: string; source: string }
+export interface MountInfo { id: number; mountpoint: string; fstype: string; source: string }
 
 const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)))
 
@@ -15,7 +15,7 @@ export async function readMountInfo (): Promise<MountInfo[]> {
     if (line === '') continue
     const fields = line.split(' ')
     const sep = fields.indexOf('-')
-    out.push({ mountpoint: unescape(fields[4]!), fstype: fields[sep + 1]!, source: unescape(fields[sep + 2] ?? '') })
+    out.push({ id: Number(fields[0]), mountpoint: unescape(fields[4]!), fstype: fields[sep + 1]!, source: unescape(fields[sep + 2] ?? '') })
   }
   return out
 }
@@ -23,4 +23,16 @@ export async function readMountInfo (): Promise<MountInfo[]> {
 /** Whether `path` is `dir` or below it; both absolute and normalized. */
 export function isAtOrBelow (path: string, dir: string): boolean {
   return path === dir || path.startsWith(dir === '/' ? '/' : dir + '/')
+}
+
+/**
+ * The mount that `path` (absolute, symlinks resolved) lies in: the deepest mountpoint above it,
+ * and of several on one mountpoint the last, which hides the others.
+ */
+export function mountOf (path: string, table: readonly MountInfo[]): MountInfo | undefined {
+  let found: MountInfo | undefined
+  for (const m of table) {
+    if (isAtOrBelow(path, m.mountpoint) && (found === undefined || m.mountpoint.length >= found.mountpoint.length)) found = m
+  }
+  return found
 }

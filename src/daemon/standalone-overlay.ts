@@ -8,6 +8,7 @@ import type { IdMappings } from '../fuse/id-mapping.js'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
 import { builtInMemory, standaloneLowerIndex } from './standalone-index.js'
 import { claimUpper } from './upper-claim.js'
+import { mountOf, readMountInfo } from './mountinfo.js'
 
 export interface StandaloneSpec {
   /** Bottom first. */
@@ -32,8 +33,13 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
       throw new StrataError('NOT_FOUND', `${what} ${dir} is not a directory`)
     }
   }
-  if (spec.upper !== undefined && overlapping(realpathSync(spec.upper.upperDir), realpathSync(spec.upper.workDir))) {
-    throw new StrataError('BAD_REQUEST', 'workdir and upperdir must be separate subtrees')
+  if (spec.upper !== undefined) {
+    const upper = realpathSync(spec.upper.upperDir)
+    const work = realpathSync(spec.upper.workDir)
+    if (overlapping(upper, work)) throw new StrataError('BAD_REQUEST', 'workdir and upperdir must be separate subtrees')
+    // Every copy-up renames from the work dir into the upper, which fails (EXDEV) across mounts.
+    const table = await readMountInfo()
+    if (mountOf(upper, table)?.id !== mountOf(work, table)?.id) throw new StrataError('BAD_REQUEST', 'workdir and upperdir must reside under the same mount')
   }
   for (const [what, dir] of [['upperdir', spec.upper?.upperDir], ['workdir', spec.upper?.workDir]]) {
     if (dir !== undefined && onReadOnlyFs(dir)) throw new StrataError('EROFS', `${what} ${dir} is on a read-only filesystem`)
