@@ -87,6 +87,15 @@ t.test('bad command lines give one clear line and no mount', async t => {
   }
 })
 
+/** A tmpfs mounted at `dir` (made), holding the directories `subdirs`; unmounted after the test. */
+function tmpfsWith (t: Tap, dir: string, subdirs: string[]): string {
+  mkdirSync(dir)
+  t.equal(spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', dir]).status, 0, 'a tmpfs')
+  t.teardown(() => spawnSync('umount', ['-l', dir]))
+  for (const sub of subdirs) mkdirSync(join(dir, sub))
+  return dir
+}
+
 /** Kernel overlayfs refuses `options`, and so do both ways into stratafs-overlay, in one line. */
 function refusedAsByKernel (t: Tap, mnt: string, options: string, message: RegExp): void {
   const kernel = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', options, mnt])
@@ -102,12 +111,8 @@ function refusedAsByKernel (t: Tap, mnt: string, options: string, message: RegEx
 
 t.test('an upper on a read-only filesystem is refused, as the kernel refuses it', async t => {
   const d = layers(t)
-  // A tmpfs of its own, made read-only once the upper and work dirs are in it.
-  const ro = join(d.base, 'ro')
-  mkdirSync(ro)
-  t.equal(spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', ro]).status, 0, 'a tmpfs')
-  t.teardown(() => spawnSync('umount', ['-l', ro]))
-  for (const dir of ['u', 'w']) mkdirSync(join(ro, dir))
+  // Made read-only once the upper and work dirs are in it.
+  const ro = tmpfsWith(t, join(d.base, 'ro'), ['u', 'w'])
   t.equal(spawnSync('mount', ['-o', 'remount,ro', ro]).status, 0, 'made read-only')
   refusedAsByKernel(t, d.mnt, `lowerdir=${d.lower},upperdir=${join(ro, 'u')},workdir=${join(ro, 'w')}`,
     /^stratafs-overlay: upperdir \S+ is on a read-only filesystem\n$/)
@@ -115,12 +120,8 @@ t.test('an upper on a read-only filesystem is refused, as the kernel refuses it'
 
 t.test('an upper and a work dir on different mounts are refused, as the kernel refuses them', async t => {
   const d = layers(t)
-  // The upper on a tmpfs of its own, the work dir where the test's temp dirs are.
-  const other = join(d.base, 'other')
-  mkdirSync(other)
-  t.equal(spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', other]).status, 0, 'a tmpfs')
-  t.teardown(() => spawnSync('umount', ['-l', other]))
-  mkdirSync(join(other, 'u'))
+  // The upper on a tmpfs, the work dir where the test's temp dirs are.
+  const other = tmpfsWith(t, join(d.base, 'other'), ['u'])
   refusedAsByKernel(t, d.mnt, `lowerdir=${d.lower},upperdir=${join(other, 'u')},workdir=${d.work}`,
     /^stratafs-overlay: workdir and upperdir must reside under the same mount\n$/)
 })
