@@ -126,6 +126,19 @@ t.test('an upper and a work dir on different mounts are refused, as the kernel r
     /^stratafs-overlay: workdir and upperdir must reside under the same mount\n$/)
 })
 
+t.test('a lower dir that is, or is inside, the upper or work dir is refused, as the kernel refuses it', async t => {
+  const d = layers(t)
+  mkdirSync(join(d.upper, 'inner'))
+  const cases: Array<[string, RegExp]> = [
+    [d.upper, /^stratafs-overlay: conflicting lowerdir path \S+: it is the upperdir\n$/],
+    [join(d.upper, 'inner'), /^stratafs-overlay: overlapping lowerdir path \S+: it is inside the upperdir\n$/],
+    [d.work, /^stratafs-overlay: conflicting lowerdir path \S+: it is the workdir\n$/]
+  ]
+  for (const [lower, message] of cases) {
+    refusedAsByKernel(t, d.mnt, `lowerdir=${d.lower}:${lower},upperdir=${d.upper},workdir=${d.work}`, message)
+  }
+})
+
 t.test('one upper or work dir serves one mount: a second waits for the first to end, then refuses', async t => {
   const d = layers(t)
   const other = join(d.base, 'other')

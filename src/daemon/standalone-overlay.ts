@@ -8,7 +8,7 @@ import type { IdMappings } from '../fuse/id-mapping.js'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
 import { builtInMemory, standaloneLowerIndex } from './standalone-index.js'
 import { claimUpper } from './upper-claim.js'
-import { mountOf, readMountInfo } from './mountinfo.js'
+import { isAtOrBelow, mountOf, readMountInfo } from './mountinfo.js'
 
 export interface StandaloneSpec {
   /** Bottom first. */
@@ -37,6 +37,13 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
     const upper = realpathSync(spec.upper.upperDir)
     const work = realpathSync(spec.upper.workDir)
     if (overlapping(upper, work)) throw new StrataError('BAD_REQUEST', 'workdir and upperdir must be separate subtrees')
+    // What the mount writes would show through a lower layer, as the kernel refuses it.
+    for (const lower of spec.lowerDirs.map(d => realpathSync(d))) {
+      for (const [what, dir] of [['upperdir', upper], ['workdir', work]] as const) {
+        if (lower === dir) throw new StrataError('BAD_REQUEST', `conflicting lowerdir path ${lower}: it is the ${what}`)
+        if (isAtOrBelow(lower, dir)) throw new StrataError('BAD_REQUEST', `overlapping lowerdir path ${lower}: it is inside the ${what}`)
+      }
+    }
     // Every copy-up renames from the work dir into the upper, which fails (EXDEV) across mounts.
     const table = await readMountInfo()
     if (mountOf(upper, table)?.id !== mountOf(work, table)?.id) throw new StrataError('BAD_REQUEST', 'workdir and upperdir must reside under the same mount')
@@ -94,7 +101,6 @@ function overlapping (a: string, b: string): boolean {
   return a === b || a.startsWith(b + '/') || b.startsWith(a + '/')
 }
 
-/** A read-only mount has no work dir to keep an index in. */
 /**
  * Walking the layers leaves garbage several times the index's size, which V8 keeps resident until
  * the mount has idled for a while. Collected before serving (16 ms for /usr, 138,632 names), the
