@@ -43,6 +43,12 @@ t.test('mountpoint validation', async (t) => {
   const file = join(d.dir('f'), 'file')
   writeFileSync(file, 'x')
   oneLine(t, await d.cli(['mount', 'base:1', file, '--read-only']), /is not a directory/)
+  // Below the store, the daemon would reach its layers through its own mount and wait on itself.
+  const inStore = join(d.root, 'inside')
+  mkdirSync(inStore)
+  t.teardown(() => { if (mountpoints().includes(inStore)) spawnSync('umount', ['-l', inStore]) })
+  oneLine(t, await d.cli(['mount', 'base:1', inStore]), /mountpoint .*inside lies inside the store .*: the daemon would reach its own mount/)
+  t.notOk(mountpoints().includes(inStore), 'nothing mounted in the store')
   oneLine(t, await d.cli(['mount', 'nosuch:1', d.dir('m'), '--read-only']), /no such image: nosuch:1/)
 
   const mnt = d.dir('mnt')

@@ -139,6 +139,24 @@ t.test('a lower dir that is, or is inside, the upper or work dir is refused, as 
   }
 })
 
+t.test('a mountpoint in a lower, upper or work dir is refused: the server would wait on its own mount', async t => {
+  const d = layers(t)
+  // Kernel overlayfs allows it; stratafs reaches its layers by path, and a path below its own
+  // mountpoint leads back into the mount it serves (a copy-up there hung the server).
+  for (const [what, dir] of [['lowerdir', d.lower], ['upperdir', d.upper], ['workdir', d.work]]) {
+    const mnt = join(dir!, 'mnt')
+    mkdirSync(mnt)
+    for (const [how, target] of [['inside', mnt], ['equal to', dir!]]) {
+      // Lazily: a mount there, if one came about, may be a server waiting on itself.
+      t.teardown(() => { if (isMounted(target!)) spawnSync('umount', ['-l', target!]) })
+      const r = bare(bin, ['-o', `lowerdir=${d.lower},upperdir=${d.upper},workdir=${d.work}`, target!])
+      t.equal(r.status, 1, `a mountpoint ${how} the ${what}: exit 1`)
+      t.match(String(r.stderr), new RegExp(`^stratafs-overlay: mountpoint \\S+ (is|lies inside) the ${what} \\S+: the server would reach its own mount through it\n$`), 'one line saying why')
+      t.notOk(isMounted(target!), 'nothing mounted')
+    }
+  }
+})
+
 t.test('one upper or work dir serves one mount: a second waits for the first to end, then refuses', async t => {
   const d = layers(t)
   const other = join(d.base, 'other')

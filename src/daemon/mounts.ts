@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { stat } from 'node:fs/promises'
+import { realpath, stat } from 'node:fs/promises'
 import { StrataError, errorCode } from '../errors.js'
 import { mountOverlay, type OverlayMount } from '../fuse/mount.js'
 import type { Logger } from '../log.js'
@@ -7,7 +7,7 @@ import type { ContainerRecord } from '../store/records.js'
 import type { Store } from '../store/store.js'
 import type { MountRequest } from './api-types.js'
 import type { LowerIndexes } from './lower-indexes.js'
-import { readMountInfo } from './mountinfo.js'
+import { isAtOrBelow, readMountInfo } from './mountinfo.js'
 import { resolveOutsideMounts } from './safe-path.js'
 
 interface Active { container: ContainerRecord; overlay: OverlayMount }
@@ -36,6 +36,9 @@ export class Mounts {
   async mount (req: MountRequest): Promise<ContainerRecord> {
     const image = await this.store.resolveImage(req.image)
     const mountpoint = await resolveOutsideMounts(req.mountpoint, () => this.own(), 'mountpoint')
+    // Layers and uppers are reached by path: under the mountpoint they would lead into the mount.
+    const root = await realpath(this.store.layout.root)
+    if (isAtOrBelow(mountpoint, root)) throw new StrataError('BAD_REQUEST', `mountpoint ${req.mountpoint} lies inside the store ${root}: the daemon would reach its own mount through it`)
     if (this.reserved.has(mountpoint) || this.active.has(mountpoint)) throw new StrataError('CONFLICT', `${mountpoint} is already a mountpoint`)
     this.reserved.add(mountpoint)
     let created: ContainerRecord | undefined

@@ -1,4 +1,5 @@
 import { accessSync, constants, realpathSync, statSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { StrataError, errorCode } from '../errors.js'
@@ -50,6 +51,15 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
   }
   for (const [what, dir] of [['upperdir', spec.upper?.upperDir], ['workdir', spec.upper?.workDir]]) {
     if (dir !== undefined && onReadOnlyFs(dir)) throw new StrataError('EROFS', `${what} ${dir} is on a read-only filesystem`)
+  }
+  // The server reaches its layers by path: below its own mountpoint, a path would lead back into
+  // the mount it serves, and the server would wait on itself. Kernel overlayfs allows this.
+  const mountpoint = resolvedMountpoint(spec.mountpoint)
+  for (const [what, dir] of [...spec.lowerDirs.map(d => ['lowerdir', d] as const), ['upperdir', spec.upper?.upperDir], ['workdir', spec.upper?.workDir]] as const) {
+    const real = dir === undefined ? undefined : realpathSync(dir)
+    if (mountpoint !== undefined && real !== undefined && isAtOrBelow(mountpoint, real)) {
+      throw new StrataError('BAD_REQUEST', `mountpoint ${spec.mountpoint} ${mountpoint === real ? 'is' : 'lies inside'} the ${what} ${dir}: the server would reach its own mount through it`)
+    }
   }
   const claim = spec.upper === undefined ? undefined : await claimUpper(spec.upper, spec.log)
   try {
@@ -113,6 +123,15 @@ function collectGarbage (): void {
   setFlagsFromString('--expose-gc')
   const gc = runInNewContext('gc') as () => void
   gc()
+}
+
+/** Where a mount on `path` would be, its parent's symlinks resolved; undefined when the parent is missing (the mount says so). */
+function resolvedMountpoint (path: string): string | undefined {
+  try {
+    return join(realpathSync(dirname(path)), basename(path))
+  } catch {
+    return undefined
+  }
 }
 
 /** access(2) answers EROFS for write access on a read-only filesystem, whoever asks. */
