@@ -126,7 +126,7 @@ t.test('an upper and a work dir on different mounts are refused, as the kernel r
     /^stratafs-overlay: workdir and upperdir must reside under the same mount\n$/)
 })
 
-t.test('a lower dir that is, or is inside, the upper or work dir is refused, as the kernel refuses it', async t => {
+t.test('a lower dir that is, or is inside, the upper, the work dir or another lower dir is refused, as the kernel refuses it', async t => {
   const d = layers(t)
   mkdirSync(join(d.upper, 'inner'))
   const cases: Array<[string, RegExp]> = [
@@ -137,6 +137,13 @@ t.test('a lower dir that is, or is inside, the upper or work dir is refused, as 
   for (const [lower, message] of cases) {
     refusedAsByKernel(t, d.mnt, `lowerdir=${d.lower}:${lower},upperdir=${d.upper},workdir=${d.work}`, message)
   }
+  // One layer twice, or one inside another.
+  mkdirSync(join(d.lower, 'sub'))
+  const lowers: Array<[string, RegExp]> = [
+    [`${d.lower}:${d.lower}`, /^stratafs-overlay: conflicting lowerdir path \S+: it is given twice\n$/],
+    [`${d.lower}:${join(d.lower, 'sub')}`, /^stratafs-overlay: overlapping lowerdir path \S+: it and \S+ contain one another\n$/]
+  ]
+  for (const [lowerdir, message] of lowers) refusedAsByKernel(t, d.mnt, `lowerdir=${lowerdir}`, message)
 })
 
 t.test('a mountpoint in a lower, upper or work dir is refused: the server would wait on its own mount', async t => {

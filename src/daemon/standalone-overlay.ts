@@ -34,12 +34,20 @@ export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: O
       throw new StrataError('NOT_FOUND', `${what} ${dir} is not a directory`)
     }
   }
+  // One layer twice, or one inside another, as the kernel refuses them.
+  const lowers = spec.lowerDirs.map(d => realpathSync(d))
+  lowers.forEach((lower, i) => {
+    for (const other of lowers.slice(i + 1)) {
+      if (lower === other) throw new StrataError('BAD_REQUEST', `conflicting lowerdir path ${lower}: it is given twice`)
+      if (overlapping(lower, other)) throw new StrataError('BAD_REQUEST', `overlapping lowerdir path ${lower}: it and ${other} contain one another`)
+    }
+  })
   if (spec.upper !== undefined) {
     const upper = realpathSync(spec.upper.upperDir)
     const work = realpathSync(spec.upper.workDir)
     if (overlapping(upper, work)) throw new StrataError('BAD_REQUEST', 'workdir and upperdir must be separate subtrees')
     // What the mount writes would show through a lower layer, as the kernel refuses it.
-    for (const lower of spec.lowerDirs.map(d => realpathSync(d))) {
+    for (const lower of lowers) {
       for (const [what, dir] of [['upperdir', upper], ['workdir', work]] as const) {
         if (lower === dir) throw new StrataError('BAD_REQUEST', `conflicting lowerdir path ${lower}: it is the ${what}`)
         if (isAtOrBelow(lower, dir)) throw new StrataError('BAD_REQUEST', `overlapping lowerdir path ${lower}: it is inside the ${what}`)
