@@ -6,16 +6,18 @@ import { isAtOrBelow, mountOf, readMountInfo } from './mountinfo.js'
 /**
  * What a standalone mount refuses before it starts: the checks kernel overlayfs makes of its
  * directories, in its words where it has some, and one of its own (a mountpoint in a layer).
- * Lower dirs bottom first.
+ * Lower dirs bottom first; they come back with their symlinks resolved, as the kernel follows
+ * a layer given as a symlink.
  */
-export async function checkDirs (lowerDirs: readonly string[], upper: { upperDir: string, workDir: string } | undefined, mountpoint: string): Promise<void> {
+export async function checkDirs (lowerDirs: readonly string[], upper: { upperDir: string, workDir: string } | undefined, mountpoint: string): Promise<string[]> {
   const named: Array<[string, string]> = lowerDirs.map(d => ['lowerdir', d])
   if (upper !== undefined) named.push(['upperdir', upper.upperDir], ['workdir', upper.workDir])
   for (const [what, dir] of named) {
     if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new StrataError('NOT_FOUND', `${what} ${dir} is not a directory`)
   }
+  const reals = named.map(([, dir]) => realpathSync(dir))
   // One layer twice, or one inside another.
-  const lowers = lowerDirs.map(d => realpathSync(d))
+  const lowers = reals.slice(0, lowerDirs.length)
   lowers.forEach((lower, i) => {
     for (const other of lowers.slice(i + 1)) {
       if (lower === other) throw new StrataError('BAD_REQUEST', `conflicting lowerdir path ${lower}: it is given twice`)
@@ -23,8 +25,7 @@ export async function checkDirs (lowerDirs: readonly string[], upper: { upperDir
     }
   })
   if (upper !== undefined) {
-    const upperDir = realpathSync(upper.upperDir)
-    const workDir = realpathSync(upper.workDir)
+    const [upperDir, workDir] = reals.slice(lowerDirs.length) as [string, string]
     if (overlapping(upperDir, workDir)) throw new StrataError('BAD_REQUEST', 'workdir and upperdir must be separate subtrees')
     // What the mount writes would show through a lower layer.
     for (const lower of lowers) {
@@ -43,13 +44,13 @@ export async function checkDirs (lowerDirs: readonly string[], upper: { upperDir
   // The server reaches its layers by path: below its own mountpoint, a path would lead back into
   // the mount it serves, and the server would wait on itself. Kernel overlayfs allows this.
   const target = resolvedMountpoint(mountpoint)
-  if (target === undefined) return
-  for (const [what, dir] of named) {
-    const real = realpathSync(dir)
-    if (isAtOrBelow(target, real)) {
+  named.forEach(([what, dir], i) => {
+    const real = reals[i]!
+    if (target !== undefined && isAtOrBelow(target, real)) {
       throw new StrataError('BAD_REQUEST', `mountpoint ${mountpoint} ${target === real ? 'is' : 'lies inside'} the ${what} ${dir}: the server would reach its own mount through it`)
     }
-  }
+  })
+  return lowers
 }
 
 /** Whether one of two real paths is the other or inside it. */

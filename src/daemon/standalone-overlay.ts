@@ -1,4 +1,3 @@
-import { realpathSync } from 'node:fs'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import type { Logger } from 'pino'
@@ -27,19 +26,18 @@ export interface StandaloneSpec {
  * It ends on SIGTERM/SIGINT, and also when someone else unmounts it (`fusermount -u`).
  */
 export async function serveStandalone (spec: StandaloneSpec): Promise<{ mount: OverlayMount, done: Promise<void> }> {
-  await checkDirs(spec.lowerDirs, spec.upper, spec.mountpoint)
+  const lowerDirs = await checkDirs(spec.lowerDirs, spec.upper, spec.mountpoint)
   const claim = spec.upper === undefined ? undefined : await claimUpper(spec.upper, spec.log)
   try {
-    return await serveClaimed(spec, () => claim?.release())
+    return await serveClaimed(spec, lowerDirs, () => claim?.release())
   } catch (err) {
     claim?.release()
     throw err
   }
 }
 
-async function serveClaimed (spec: StandaloneSpec, release: () => void): Promise<{ mount: OverlayMount, done: Promise<void> }> {
-  // A layer given as a symlink is followed, as kernel overlayfs follows it.
-  const lowerDirs = spec.lowerDirs.map(d => realpathSync(d))
+/** `lowerDirs`: the spec's, symlinks resolved. */
+async function serveClaimed (spec: StandaloneSpec, lowerDirs: string[], release: () => void): Promise<{ mount: OverlayMount, done: Promise<void> }> {
   const lower = spec.upper === undefined
     ? await builtInMemory(lowerDirs, spec.xattrs, spec.log)
     : await standaloneLowerIndex(lowerDirs, spec.upper.workDir, spec.xattrs, spec.log)
@@ -72,7 +70,6 @@ async function serveClaimed (spec: StandaloneSpec, release: () => void): Promise
   })
   return { mount, done }
 }
-
 
 /**
  * Walking the layers leaves garbage several times the index's size, which V8 keeps resident until
