@@ -2,6 +2,9 @@ import fs from 'node:fs'
 import type { Logger } from 'pino'
 import { StrataError, errorCode } from '../errors.js'
 
+/** `upper overlay` or `upper -`, inode numbers in decimal. */
+const LINE = /^(\d{1,20}) (\d{1,20}|-)$/
+
 /**
  * Upper inode → the inode number the merged view showed for that file before its copy-up, so
  * st_ino stays the same across copy-up (git, tar and rsync remember inode numbers), also across
@@ -23,19 +26,44 @@ export class InodeMap {
 
   constructor (private readonly file: string, private readonly log: Logger) {}
 
+  /**
+   * Replays the log. A line is written by one append, so a crash can leave only the last one
+   * cut short, or as zeros where the file grew and its data did not reach the disk. That tail is
+   * cut off here: read as a mapping it could give a file the number another file shows (tar and
+   * rsync take two files with one number for hard links), and the next line appended would join
+   * it. Its file then shows a new number, as after any lost line.
+   */
   load (): void {
     let text: string
     try {
-      text = fs.readFileSync(this.file, 'utf8')
+      // latin1: a character per byte, so offsets in the text are offsets in the file.
+      text = fs.readFileSync(this.file, 'latin1')
     } catch (err) {
       if (errorCode(err) === 'ENOENT') return
       throw err
     }
-    for (const line of text.split('\n')) {
-      const [upper, shown] = line.split(' ')
-      if (upper === undefined || upper === '' || shown === undefined) continue
-      if (shown === '-') this.map.delete(Number(upper))
-      else this.map.set(Number(upper), Number(shown))
+    let whole = 0
+    let unreadable = 0
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', whole)) {
+      const line = text.slice(whole, nl)
+      whole = nl + 1
+      const pair = LINE.exec(line)
+      if (pair === null) {
+        if (line !== '') unreadable++
+      } else if (pair[2] === '-') {
+        this.map.delete(Number(pair[1]))
+      } else {
+        this.map.set(Number(pair[1]), Number(pair[2]))
+      }
+    }
+    if (unreadable > 0) this.log.warn({ file: this.file, lines: unreadable }, 'inode log lines that are no mapping were skipped')
+    if (whole < text.length) {
+      this.log.warn({ file: this.file, bytes: text.length - whole }, 'the inode log ended in a line cut short (a crash while it was written): cut off')
+      try {
+        fs.truncateSync(this.file, whole)
+      } catch (err) {
+        this.log.warn({ err, file: this.file }, 'cannot cut the inode log short: the next line noted joins the cut one')
+      }
     }
   }
 
