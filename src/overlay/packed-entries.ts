@@ -105,7 +105,11 @@ export class PackedEntries {
   }
 
   stored (id: number): StoredEntry {
-    const out = Array.from(this.data.subarray(id * STRIDE, (id + 1) * STRIDE)) as StoredEntry
+    // A loop, not Array.from(subarray): that took 2-7 µs an entry, most of storing an index.
+    const d = this.data
+    const o = id * STRIDE
+    const out = new Array<number>(STRIDE) as StoredEntry
+    for (let i = 0; i < STRIDE; i++) out[i] = d[o + i]
     const target = this.targets.get(id)
     if (target !== undefined) out.push(target)
     return out
