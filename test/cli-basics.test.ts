@@ -1,8 +1,9 @@
+import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { runCli, startDaemon, type CliResult } from './lib/daemon.js'
+import { repoDir, runCli, startDaemon, type CliResult } from './lib/daemon.js'
 
 /** Every failure: exactly one `stratafs: ...` line on stderr, no stack. */
 function oneLine (t: Tap, r: CliResult, code: number, pattern: RegExp): void {
@@ -36,6 +37,15 @@ t.test('usage errors exit 2 with one line', async (t) => {
   const help = await runCli(['--help'], { bare: true })
   t.equal(help.code, 0)
   t.match(help.stdout, /image create NAME:TAG LAYER/)
+})
+
+t.test('the command starts without reading a NODE_EXTRA_CA_CERTS bundle', async (t) => {
+  // Node warns on stderr when it cannot read the bundle it was given, and reads it at start-up
+  // (55-70 ms for Debian's): no command makes a TLS connection.
+  const r = spawnSync('env', ['-u', 'NODE_OPTIONS', 'NODE_EXTRA_CA_CERTS=/nonexistent', join(repoDir, 'bin', 'stratafs'), '--help'], { encoding: 'utf8', timeout: 30_000 })
+  t.equal(r.status, 0, 'bin/stratafs --help')
+  t.match(r.stdout, /^usage: stratafs/, 'the usage')
+  t.equal(r.stderr, '', 'and nothing of certificates')
 })
 
 t.test('a second daemon on the same root is refused; the first keeps working', async (t) => {

@@ -189,6 +189,15 @@ t.test('one upper or work dir serves one mount: a second waits for the first to 
   t.equal(readFileSync(join(d.mnt, 'hello'), 'utf8'), 'still served\n', 'with the first mount\'s changes')
 })
 
+t.test('the server starts without reading a NODE_EXTRA_CA_CERTS bundle', async t => {
+  const d = layers(t)
+  // Node warns on stderr when it cannot read the bundle it was given, and reads it at start-up
+  // (55-70 ms for Debian's): the server, which makes no TLS connection, must not be given it.
+  const r = spawnSync('env', ['-u', 'NODE_OPTIONS', 'NODE_EXTRA_CA_CERTS=/nonexistent', bin, '-f', '-o', `lowerdir=${join(d.base, 'missing')}`, d.mnt], { encoding: 'utf8', timeout: 30_000 })
+  t.equal(r.status, 1, 'the server ran and refused the missing lower dir')
+  t.equal(r.stderr, `stratafs-overlay: lowerdir ${join(d.base, 'missing')} is not a directory\n`, 'and said nothing of certificates')
+})
+
 t.test('the launcher says so when its server dies before answering', async t => {
   const d = layers(t)
   // Everything the launcher runs but node: the server cannot even start.
