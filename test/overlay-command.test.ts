@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -196,6 +196,22 @@ t.test('the server starts without reading a NODE_EXTRA_CA_CERTS bundle', async t
   const r = spawnSync('env', ['-u', 'NODE_OPTIONS', 'NODE_EXTRA_CA_CERTS=/nonexistent', bin, '-f', '-o', `lowerdir=${join(d.base, 'missing')}`, d.mnt], { encoding: 'utf8', timeout: 30_000 })
   t.equal(r.status, 1, 'the server ran and refused the missing lower dir')
   t.equal(r.stderr, `stratafs-overlay: lowerdir ${join(d.base, 'missing')} is not a directory\n`, 'and said nothing of certificates')
+})
+
+t.test('on a terminal, the server logs readable lines', async t => {
+  const d = layers(t)
+  // script(1) gives the server a terminal. Its pretty-printer used to run in a worker loaded by a
+  // file path, which the bundled server does not have.
+  const out = join(d.base, 'terminal')
+  const server = spawn('script', ['-qc', `env -u NODE_OPTIONS ${bin} -f -o lowerdir=${d.lower} ${d.mnt}`, out], { stdio: 'ignore' })
+  const exited = new Promise(resolve => server.on('exit', resolve))
+  for (let i = 0; i < 300 && !isMounted(d.mnt) && server.exitCode === null; i++) await new Promise(resolve => setTimeout(resolve, 20))
+  t.ok(isMounted(d.mnt), 'mounted')
+  t.equal(spawnSync('fusermount', ['-u', d.mnt]).status, 0, 'unmounted')
+  await exited
+  const said = readFileSync(out, 'utf8')
+  t.match(said, /INFO.*: .*mounted/, 'an INFO line saying it mounted')
+  t.notMatch(said, /"level":/, 'not JSON')
 })
 
 t.test('the launcher says so when its server dies before answering', async t => {
