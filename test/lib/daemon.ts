@@ -108,7 +108,7 @@ function canConnect (socket: string): Promise<boolean> {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 export async function startDaemon (t: Teardownable, opts: DaemonOptions = {}): Promise<Daemon> {
-  if (!existsSync(cliMain)) throw new Error(`${cliMain} is missing: run \`npx tsc -p tsconfig.json\` first`)
+  if (!existsSync(cliMain)) throw new Error(`${cliMain} is missing: run \`npm run build\` first`)
   // A short path: unix socket paths are limited to 108 bytes.
   const base = mkdtempSync(join(tmpdir(), 'stratafs-t-'))
   const root = opts.root ?? join(base, 'root')

@@ -42,7 +42,7 @@ export function unmountFuse (mnt: string): string | undefined {
 }
 
 export function mountStratafs (t: Teardownable, opts: StratafsOverlayOptions): string {
-  if (!existsSync(cliMain)) throw new Error(`${cliMain} is missing: run \`npx tsc -p tsconfig.json\` first`)
+  if (!existsSync(cliMain)) throw new Error(`${cliMain} is missing: run \`npm run build\` first`)
   const scratch = mkdtempSync(join(tmpdir(), 'sovl-'))
   const mnt = opts.mountpoint ?? join(scratch, 'mnt')
   mkdirSync(mnt, { recursive: true })
