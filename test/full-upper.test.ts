@@ -182,7 +182,7 @@ t.test('a full upper mounts, and what needs no new data works on it', async t =>
 t.test('the inode log is the server\'s alone, also as the unmount rewrites it', async t => {
   const dir = t.testdir()
   const file = join(dir, INODE_LOG)
-  const map = new InodeMap(file, createLogger('silent'))
+  const map = new InodeMap(file, createLogger('silent'), true)
   const umask = process.umask(0)
   t.teardown(() => process.umask(umask))
   map.set(10, 20)

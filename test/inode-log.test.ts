@@ -1,8 +1,9 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { appendFileSync, lstatSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
+import { repoDir } from './lib/daemon.js'
+import { isMounted, mountStratafs, unmountFuse } from './lib/overlay-mount.js'
 import { stackDirs } from './lib/stack-dirs.js'
 
 /**
@@ -10,7 +11,8 @@ import { stackDirs } from './lib/stack-dirs.js'
  * copy-up, in the work dir) is what keeps a copied-up file's inode number across remounts; a
  * server killed while appending leaves a line cut short, or zeros where the file grew and its
  * data did not reach the disk. The next mount must neither read that tail as a mapping nor let
- * the next line join it, so that a later crash still keeps every line written after it.
+ * the next line join it, so that a later crash still keeps every line written after it. And
+ * the unmount's rewrite of the log must reach the disk before it replaces the old one.
  */
 
 type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
@@ -63,5 +65,34 @@ for (const [tail, leave, bKept] of tails) {
     mount()
     t.same([ino('a'), ino('c')], [shown.a, shown.c], 'after a second crash, the files copied up keep their numbers')
     t.equal(readFileSync(join(mountpoint, 'c'), 'utf8'), 'c\nmore\n', 'and their data')
+  })
+}
+
+for (const volatile of [false, true]) {
+  t.test(`the unmount's rewrite of the inode log is ${volatile ? 'not ' : ''}fsynced${volatile ? ' on a volatile mount' : ''}`, async t => {
+    const d = stackDirs(t, 'inode-log-sync')
+    writeFileSync(join(d.lower, 'a'), 'a\n')
+    const mnt = join(d.lower, '..', 'mnt')
+    mkdirSync(mnt)
+    t.teardown(() => unmountFuse(mnt))
+    // The server in the foreground under strace, its parent: the trace ends, whole, when it exits.
+    const out = join(d.lower, '..', 'strace.out')
+    const options = `lowerdir=${d.lower},upperdir=${d.upper},workdir=${d.work}${volatile ? ',volatile' : ''}`
+    const server = spawn('strace', ['-f', '-y', '-e', 'trace=openat,fsync,rename,renameat,renameat2', '-o', out, 'env', '-u', 'NODE_OPTIONS', process.execPath,
+      join(repoDir, 'dist', 'cli', 'overlay-main.js'), '-f', '-o', options, mnt], { stdio: 'ignore' })
+    const exited = new Promise(resolve => server.on('exit', resolve))
+    for (let i = 0; i < 500 && !isMounted(mnt) && server.exitCode === null; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    t.ok(isMounted(mnt), 'mounted')
+    appendFileSync(join(mnt, 'a'), 'more\n')
+    t.equal(spawnSync('fusermount', ['-u', mnt]).status, 0, 'unmounted')
+    await exited
+    const trace = readFileSync(out, 'utf8')
+    t.match(trace, /openat\(.*stratafs-inodes\.tmp/, 'the log was rewritten')
+    const lines = trace.split('\n')
+    const synced = lines.findIndex(l => /\bfsync\(\d+<[^>]*stratafs-inodes\.tmp>/.test(l))
+    const renamed = lines.findIndex(l => /\brename(at2?)?\(.*stratafs-inodes\.tmp"/.test(l))
+    t.ok(renamed >= 0, 'and renamed over the old one')
+    if (volatile) t.equal(synced, -1, 'not fsynced')
+    else t.ok(synced >= 0 && synced < renamed, 'fsynced before the rename')
   })
 }

@@ -48,9 +48,11 @@ export class CopyUp {
     private readonly upper: Upper,
     private readonly log: Logger,
     /** Kernel overlayfs's `metacopy=on`, in its on-disk format. */
-    private readonly metacopy: boolean
+    private readonly metacopy: boolean,
+    /** Not a volatile mount: what the work dir keeps for the next mount is synced (see InodeMap). */
+    durable: boolean
   ) {
-    this.inoOf = new InodeMap(upper.inodeLog, log)
+    this.inoOf = new InodeMap(upper.inodeLog, log, durable)
     this.spares = new SpareFiles(upper.spareDir, SPARE_SUPPLY, log)
   }
 

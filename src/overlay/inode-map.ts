@@ -24,7 +24,12 @@ export class InodeMap {
   /** An append failed and has not been followed by one that worked: warned once. */
   private failing = false
 
-  constructor (private readonly file: string, private readonly log: Logger) {}
+  constructor (
+    private readonly file: string,
+    private readonly log: Logger,
+    /** Whether the rewritten log reaches the disk before it replaces the old one: not on a volatile mount. */
+    private readonly durable: boolean
+  ) {}
 
   /**
    * Replays the log. A line is written by one append, so a crash can leave only the last one
@@ -109,7 +114,15 @@ export class InodeMap {
     this.fd = undefined
     const tmp = `${this.file}.tmp`
     try {
-      fs.writeFileSync(tmp, [...this.map].map(([u, o]) => `${u} ${o}\n`).join(''), { mode: 0o600 })
+      const fd = fs.openSync(tmp, 'w', 0o600)
+      try {
+        fs.writeFileSync(fd, [...this.map].map(([u, o]) => `${u} ${o}\n`).join(''))
+        // Renamed over the log before its data reached the disk, it could be found empty after a
+        // power failure: every copied-up file's number lost, not only the last ones noted.
+        if (this.durable) fs.fsyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
       fs.renameSync(tmp, this.file)
     } catch (err) {
       fs.rmSync(tmp, { force: true })

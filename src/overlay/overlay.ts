@@ -130,7 +130,7 @@ export class Overlay {
     this.volatile = opts.volatile === true
     if (opts.upper !== undefined) {
       this.upper = new Upper(opts.upper.upperDir, opts.upper.workDir, this.xattrs)
-      this.copyUp = new CopyUp(this.lower, this.upper, this.log, opts.metacopy === true)
+      this.copyUp = new CopyUp(this.lower, this.upper, this.log, opts.metacopy === true, !this.volatile)
     }
   }
 
