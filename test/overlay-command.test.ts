@@ -141,7 +141,9 @@ t.test('a lower dir that is, or is inside, the upper, the work dir or another lo
   mkdirSync(join(d.lower, 'sub'))
   const lowers: Array<[string, RegExp]> = [
     [`${d.lower}:${d.lower}`, /^stratafs-overlay: conflicting lowerdir path \S+: it is given twice\n$/],
-    [`${d.lower}:${join(d.lower, 'sub')}`, /^stratafs-overlay: overlapping lowerdir path \S+: it and \S+ contain one another\n$/]
+    [`${d.lower}:${join(d.lower, 'sub')}`, /^stratafs-overlay: overlapping lowerdir path \S+: it and \S+ contain one another\n$/],
+    // The root contains every other path, though no other path starts with '//'.
+    [`${d.lower}:/`, /^stratafs-overlay: overlapping lowerdir path \/: it and \S+ contain one another\n$/]
   ]
   for (const [lowerdir, message] of lowers) refusedAsByKernel(t, d.mnt, `lowerdir=${lowerdir}`, message)
 })

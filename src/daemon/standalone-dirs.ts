@@ -55,7 +55,7 @@ export async function checkDirs (lowerDirs: readonly string[], upper: { upperDir
 
 /** Whether one of two real paths is the other or inside it. */
 function overlapping (a: string, b: string): boolean {
-  return a === b || a.startsWith(b + '/') || b.startsWith(a + '/')
+  return isAtOrBelow(a, b) || isAtOrBelow(b, a)
 }
 
 /** Where a mount on `path` would be, its parent's symlinks resolved; undefined when the parent is missing (the mount says so). */
