@@ -3,7 +3,7 @@ import { appendFileSync, lstatSync, mkdirSync, readFileSync, statSync, truncateS
 import { join } from 'node:path'
 import t from 'tap'
 import { repoDir } from './lib/daemon.js'
-import { isMounted, mountStratafs, unmountFuse } from './lib/overlay-mount.js'
+import { isMounted, mountStratafs, serverPid, unmountFuse } from './lib/overlay-mount.js'
 import { stackDirs } from './lib/stack-dirs.js'
 
 /**
@@ -21,7 +21,7 @@ const LOG = 'stratafs-inodes'
 
 /** SIGKILL for the server of `mnt`, then the dead mount taken away. */
 async function crash (t: Tap, mnt: string): Promise<void> {
-  const pid = spawnSync('pgrep', ['-f', `overlay-main.js -f .*${mnt}$`], { encoding: 'utf8' }).stdout.trim()
+  const pid = serverPid(mnt)
   t.match(pid, /^\d+$/, 'one server to kill')
   process.kill(Number(pid), 'SIGKILL')
   for (let i = 0; i < 500 && spawnSync('kill', ['-0', pid]).status === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { repoDir } from './lib/daemon.js'
-import { isMounted, unmountFuse } from './lib/overlay-mount.js'
+import { isMounted, serverPid, unmountFuse } from './lib/overlay-mount.js'
 
 /**
  * `stratafs overlay` / `stratafs-overlay` as podman and mount(8) call it: plain directories, no
@@ -46,7 +46,7 @@ t.test('podman style: returns once mounted, holds none of its stdio, reports wha
   t.notOk(isMounted(d.mnt), 'unmounted')
   let alive = true
   for (let i = 0; i < 50 && alive; i++) {
-    alive = spawnSync('pgrep', ['-f', `overlay-main.js -f .*${d.mnt}`]).status === 0
+    alive = serverPid(d.mnt) !== ''
     if (alive) await new Promise(resolve => setTimeout(resolve, 100))
   }
   t.notOk(alive, 'and its server process exits')

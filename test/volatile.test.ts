@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { isMounted, mountStratafs } from './lib/overlay-mount.js'
+import { isMounted, mountStratafs, serverPid } from './lib/overlay-mount.js'
 
 /**
  * `volatile` (kernel overlayfs) and `fsync=0` (fuse-overlayfs), which podman passes for
@@ -15,7 +15,7 @@ type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 /** The syncs and opens the server of `mnt` makes while `run` runs. */
 async function traced (t: Tap, mnt: string, run: () => void): Promise<string> {
-  const pid = spawnSync('pgrep', ['-f', `overlay-main.js -f .*${mnt}$`], { encoding: 'utf8' }).stdout.trim()
+  const pid = serverPid(mnt)
   t.match(pid, /^\d+$/, 'one server')
   const out = join(mnt, '..', 'strace.out')
   const strace = spawn('strace', ['-f', '-e', 'trace=fsync,fdatasync,openat', '-o', out, '-p', pid], { stdio: ['ignore', 'ignore', 'pipe'] })

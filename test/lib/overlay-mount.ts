@@ -41,6 +41,11 @@ export function unmountFuse (mnt: string): string | undefined {
   return `fusermount -u ${mnt}: ${res.stderr.trim() || `exit ${String(res.status)}`}`
 }
 
+/** The pid of the server of `mnt` (a mount with `mnt` last on its command line), or '' when none runs. */
+export function serverPid (mnt: string): string {
+  return spawnSync('pgrep', ['-f', `overlay-main.js -f .*${mnt}$`], { encoding: 'utf8' }).stdout.trim()
+}
+
 export function mountStratafs (t: Teardownable, opts: StratafsOverlayOptions): string {
   if (!existsSync(cliMain)) throw new Error(`${cliMain} is missing: run \`npm run build\` first`)
   const scratch = mkdtempSync(join(tmpdir(), 'sovl-'))
