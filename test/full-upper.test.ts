@@ -1,6 +1,4 @@
-import { spawnSync } from 'node:child_process'
-import { appendFileSync, chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { appendFileSync, chmodSync, closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
@@ -10,6 +8,7 @@ import { createLogger } from '../src/log.js'
 import { errorCode } from '../src/errors.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { mountStratafs } from './lib/overlay-mount.js'
+import { mountTmpfs } from './lib/tmpfs.js'
 
 /**
  * A full upper filesystem. A copy-up that does not fit fails with ENOSPC, as on kernel overlayfs;
@@ -22,18 +21,6 @@ type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 const MiB = 1024 * 1024
 const big = randomBytes(8 * MiB)
-
-/** A tmpfs of `bytes`, gone after the test (lazily: a server may still hold files there). */
-function smallFs (t: Tap, bytes: number): string {
-  // Not t.testdir(): tap removes that before the teardown unmounts it.
-  const dir = mkdtempSync(join(tmpdir(), 'stratafs-full-'))
-  spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir])
-  t.teardown(() => {
-    spawnSync('umount', ['-l', dir])
-    rmdirSync(dir)
-  })
-  return dir
-}
 
 const free = (dir: string): number => {
   const st = statfsSync(dir)
@@ -67,7 +54,7 @@ interface Setup { mnt: string, lower: string, upper: string, work: string, room:
 /** `before`: run on the work dir before the mount. */
 function setup (t: Tap, impl: Impl, metacopy: boolean, before?: (work: string) => void): Setup {
   const lower = t.testdir({ big, small: 'small\n', d: { f: 'f\n' } })
-  const room = smallFs(t, 6 * MiB)
+  const room = mountTmpfs(t, { size: 6 * MiB })
   const upper = join(room, 'upper')
   const work = join(room, 'work')
   mkdirSync(upper)

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { repoDir } from './lib/daemon.js'
 import { isMounted, serverPid, unmountFuse } from './lib/overlay-mount.js'
+import { mountTmpfs } from './lib/tmpfs.js'
 
 /**
  * `stratafs overlay` / `stratafs-overlay` as podman and mount(8) call it: plain directories, no
@@ -88,10 +89,8 @@ t.test('bad command lines give one clear line and no mount', async t => {
 })
 
 /** A tmpfs mounted at `dir` (made), holding the directories `subdirs`; unmounted after the test. */
-function tmpfsWith (t: Tap, dir: string, subdirs: string[]): string {
-  mkdirSync(dir)
-  t.equal(spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', dir]).status, 0, 'a tmpfs')
-  t.teardown(() => spawnSync('umount', ['-l', dir]))
+/** `dir`, in which the directories `subdirs` were made. */
+function withDirs (dir: string, subdirs: string[]): string {
   for (const sub of subdirs) mkdirSync(join(dir, sub))
   return dir
 }
@@ -112,7 +111,7 @@ function refusedAsByKernel (t: Tap, mnt: string, options: string, message: RegEx
 t.test('an upper on a read-only filesystem is refused, as the kernel refuses it', async t => {
   const d = layers(t)
   // Made read-only once the upper and work dirs are in it.
-  const ro = tmpfsWith(t, join(d.base, 'ro'), ['u', 'w'])
+  const ro = withDirs(mountTmpfs(t, { dir: join(d.base, 'ro') }), ['u', 'w'])
   t.equal(spawnSync('mount', ['-o', 'remount,ro', ro]).status, 0, 'made read-only')
   refusedAsByKernel(t, d.mnt, `lowerdir=${d.lower},upperdir=${join(ro, 'u')},workdir=${join(ro, 'w')}`,
     /^stratafs-overlay: upperdir \S+ is on a read-only filesystem\n$/)
@@ -121,7 +120,7 @@ t.test('an upper on a read-only filesystem is refused, as the kernel refuses it'
 t.test('an upper and a work dir on different mounts are refused, as the kernel refuses them', async t => {
   const d = layers(t)
   // The upper on a tmpfs, the work dir where the test's temp dirs are.
-  const other = tmpfsWith(t, join(d.base, 'other'), ['u'])
+  const other = withDirs(mountTmpfs(t, { dir: join(d.base, 'other') }), ['u'])
   refusedAsByKernel(t, d.mnt, `lowerdir=${d.lower},upperdir=${join(other, 'u')},workdir=${d.work}`,
     /^stratafs-overlay: workdir and upperdir must reside under the same mount\n$/)
 })

@@ -1,7 +1,6 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { closeSync, constants, fsyncSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { closeSync, constants, fsyncSync, ftruncateSync, openSync, readFileSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { errorCode } from '../src/errors.js'
 import {
@@ -9,6 +8,7 @@ import {
   lremovexattr, lsetxattr, lstat, lutimens, makedev, major, minor, mknod, renameat2, truncate,
   RENAME_NOREPLACE, RENAME_WHITEOUT, UTIME_NOW, UTIME_OMIT, XATTR_CREATE
 } from '../src/sys/index.js'
+import { mountTmpfs } from './lib/tmpfs.js'
 
 const { S_IFCHR, S_IFIFO, S_IFMT } = constants
 
@@ -104,13 +104,7 @@ t.test('xattrs', async t => {
 })
 
 t.test('xattr values of 10 KiB on tmpfs', async t => {
-  // Not t.testdir(): tap removes that before running this test's teardown, while still mounted.
-  const dir = mkdtempSync(join(tmpdir(), 'stratafs-xattr-'))
-  execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', dir])
-  t.teardown(() => {
-    execFileSync('umount', ['-l', dir])
-    rmdirSync(dir)
-  })
+  const dir = mountTmpfs(t)
   const f = join(dir, 'f')
   writeFileSync(f, '')
   const big = Buffer.alloc(10 * 1024, 9)
@@ -172,12 +166,7 @@ t.test('copyData keeps holes and content', async t => {
 })
 
 t.test('copyData falls back to buffered across filesystems', async t => {
-  const mnt = mkdtempSync(join(tmpdir(), 'stratafs-copy-'))
-  execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', mnt])
-  t.teardown(() => {
-    execFileSync('umount', ['-l', mnt])
-    rmdirSync(mnt)
-  })
+  const mnt = mountTmpfs(t)
   const data = Buffer.alloc(3 * 1024 * 1024 + 17, 0x33)
   writeFileSync(join(mnt, 'src'), data)
   const dir = t.testdir()

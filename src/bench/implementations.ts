@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync 
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { StrataError } from '../errors.js'
+import { isAtOrBelow, readMountInfoSync } from '../sys/mountinfo.js'
 import type { Stack } from './fixtures.js'
 
 export type ImplName = 'plain' | 'kernel' | 'fuse-overlayfs' | 'unionfs' | 'stratafs'
@@ -39,22 +40,13 @@ function which (cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0
 }
 
-function mountinfoPoints (): Set<string> {
-  const points = new Set<string>()
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const field = line.split(' ')[4]
-    if (field !== undefined) points.add(field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
-  }
-  return points
-}
-
 export function isMountpoint (path: string): boolean {
-  return mountinfoPoints().has(path)
+  return readMountInfoSync().some(m => m.mountpoint === path)
 }
 
 /** Mountpoints at or below `dir`: what a run must leave behind none of. */
 export function mountsUnder (dir: string): string[] {
-  return [...mountinfoPoints()].filter(p => p === dir || p.startsWith(dir + '/'))
+  return [...new Set(readMountInfoSync().map(m => m.mountpoint).filter(p => isAtOrBelow(p, dir)))]
 }
 
 /** The process that holds /dev/fuse open and was given `mountpoint` on its command line. */

@@ -9,7 +9,7 @@ import { ociArchitecture, type HistoryEntry, type ImageConfig } from '../store/i
 import { normalizeTag } from '../store/refs.js'
 import type { Store } from '../store/store.js'
 import type { ProgressEvent } from './api-types.js'
-import { isAtOrBelow } from './mountinfo.js'
+import { isAtOrBelow } from '../sys/mountinfo.js'
 
 export interface ImportImageRequest {
   /** An OCI image layout or a `docker save` archive: a directory, a tar or a tar.gz. */

@@ -7,7 +7,7 @@ import type { ContainerRecord } from '../store/records.js'
 import type { Store } from '../store/store.js'
 import type { MountRequest } from './api-types.js'
 import type { LowerIndexes } from './lower-indexes.js'
-import { isAtOrBelow, readMountInfo } from './mountinfo.js'
+import { isAtOrBelow, readMountInfo } from '../sys/mountinfo.js'
 import { resolveOutsideMounts } from './safe-path.js'
 
 interface Active { container: ContainerRecord; overlay: OverlayMount }

@@ -1,7 +1,7 @@
 import { lstat, readlink } from 'node:fs/promises'
 import { dirname, isAbsolute, resolve, sep } from 'node:path'
 import { StrataError, errorCode } from '../errors.js'
-import { isAtOrBelow } from './mountinfo.js'
+import { isAtOrBelow } from '../sys/mountinfo.js'
 
 /**
  * Resolves symlinks in `path` one component at a time and refuses, before any fs call on it,

@@ -1,7 +1,7 @@
 import { accessSync, constants, realpathSync, statSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { StrataError, errorCode } from '../errors.js'
-import { isAtOrBelow, mountOf, readMountInfo } from './mountinfo.js'
+import { isAtOrBelow, mountOf, readMountInfo } from '../sys/mountinfo.js'
 
 /**
  * What a standalone mount refuses before it starts: the checks kernel overlayfs makes of its

@@ -1,6 +1,9 @@
+import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 
 export interface MountInfo { id: number; mountpoint: string; fstype: string; source: string }
+
+const MOUNTINFO = '/proc/self/mountinfo'
 
 const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)))
 
@@ -9,7 +12,15 @@ const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, oct: stri
  * it is how the daemon learns about mounts, its own included, without risking a self-deadlock.
  */
 export async function readMountInfo (): Promise<MountInfo[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8')
+  return parse(await readFile(MOUNTINFO, 'utf8'))
+}
+
+/** readMountInfo for callers with nothing else to do meanwhile. */
+export function readMountInfoSync (): MountInfo[] {
+  return parse(readFileSync(MOUNTINFO, 'utf8'))
+}
+
+function parse (text: string): MountInfo[] {
   const out: MountInfo[] = []
   for (const line of text.split('\n')) {
     if (line === '') continue
