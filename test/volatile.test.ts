@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -8,7 +8,8 @@ import { isMounted, mountStratafs, serverPid } from './lib/overlay-mount.js'
 /**
  * `volatile` (kernel overlayfs) and `fsync=0` (fuse-overlayfs), which podman passes for
  * containers it throws away: no fsync or fdatasync reaches the upper, and O_SYNC/O_DSYNC are not
- * passed on. Seen from outside the server, by tracing its syscalls while ordinary tools sync.
+ * passed on, also not to a file copied up by that open. Seen from outside the server, by tracing
+ * its syscalls while ordinary tools sync.
  */
 
 type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
@@ -46,6 +47,7 @@ for (const option of [undefined, 'volatile', 'fsync=0']) {
     const base = mkdtempSync(join(tmpdir(), 'volatile-'))
     const dirs = Object.fromEntries(['l', 'u', 'w', 'mnt'].map(n => [n, join(base, n)]))
     for (const d of Object.values(dirs)) mkdirSync(d)
+    writeFileSync(join(dirs.l!, 'lowersync'), 'lower data\n')
     t.teardown(() => {
       if (!isMounted(dirs.mnt!)) rmSync(base, { recursive: true, force: true })
     })
@@ -54,16 +56,19 @@ for (const option of [undefined, 'volatile', 'fsync=0']) {
       dd([`of=${join(mnt, 'synced')}`, 'conv=fsync'])
       dd([`of=${join(mnt, 'datasynced')}`, 'conv=fdatasync'])
       dd([`of=${join(mnt, 'osync')}`, 'oflag=sync'])
+      dd([`of=${join(mnt, 'lowersync')}`, 'oflag=sync,append', 'conv=notrunc'])
     })
     const syncs = trace.split('\n').filter(l => /\b(fsync|fdatasync)\(/.test(l))
-    const osync = trace.split('\n').filter(l => /openat\(.*\/osync".*O_SYNC/.test(l))
+    const opened = (name: string): string[] => trace.split('\n').filter(l => new RegExp(`openat\\(.*/${name}".*O_SYNC`).test(l))
     if (option === undefined) {
       t.ok(syncs.some(l => /\bfsync\(/.test(l)) && syncs.some(l => /\bfdatasync\(/.test(l)), 'fsync and fdatasync reach the upper')
-      t.ok(osync.length > 0, 'an O_SYNC open stays O_SYNC')
+      t.ok(opened('osync').length > 0, 'an O_SYNC open stays O_SYNC')
+      t.ok(opened('lowersync').length > 0, 'an O_SYNC open of a lower file stays O_SYNC on its copy')
     } else {
       t.same(syncs, [], 'no fsync or fdatasync')
-      t.same(osync, [], 'O_SYNC is not passed on')
+      t.same([...opened('osync'), ...opened('lowersync')], [], 'O_SYNC is not passed on')
     }
     for (const name of ['synced', 'datasynced', 'osync']) t.equal(readFileSync(join(dirs.u!, name)).length, 16384, `${name}: written`)
+    t.equal(readFileSync(join(dirs.u!, 'lowersync')).length, 11 + 16384, 'lowersync: copied up, written')
   })
 }

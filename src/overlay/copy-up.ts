@@ -9,7 +9,7 @@ import type { IndexEntry, LowerIndex } from './lower-index.js'
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from './mode.js'
 import { InodeMap } from './inode-map.js'
 import { lowerDataPath } from './materialize.js'
-import { NEW_FILE, SpareFiles, type Owner } from './spare-files.js'
+import { SpareFiles, type Owner } from './spare-files.js'
 import { type Upper, parentOf } from './upper.js'
 
 /**
@@ -18,6 +18,8 @@ import { type Upper, parentOf } from './upper.js'
  * on, the data following on the first data write.
  */
 export type CopyNeed = 'data' | 'none' | 'meta'
+
+const { O_RDWR, O_CREAT, O_EXCL } = fs.constants
 
 /**
  * Enough ready files for a burst of small copy-ups: a package upgrade or a `git checkout` in a
@@ -35,7 +37,7 @@ export const SPARE_SUPPLY = 256
  * one.
  */
 export class CopyUp {
-  private readonly inflight = new Map<string, Promise<void>>()
+  private readonly inflight = new Map<string, Promise<unknown>>()
   /** Upper inode → the lower inode number the merged view showed before the copy-up. */
   readonly inoOf: InodeMap
   /** Upper inode → whether it is a metadata-only copy whose data is still the lower file's. */
@@ -77,8 +79,12 @@ export class CopyUp {
    * Makes `path` exist in the upper with what `need` asks of it. Concurrent callers for one path
    * share one copy-up. `seen`: what the caller found in the upper at `path` in the same turn,
    * nothing awaited since, which saves a second look when no copy-up of it is under way.
+   *
+   * `keep`: the caller is about to open the file for reading and writing. When this call made
+   * a regular file, it returns the descriptor it filled (O_RDWR, the caller's to close), which
+   * saves a close, an open and its walk of the path.
    */
-  async file (path: string, need: CopyNeed = 'data', seen?: { upper: Stat | undefined }): Promise<void> {
+  async file (path: string, need: CopyNeed = 'data', seen?: { upper: Stat | undefined }, keep = false): Promise<number | undefined> {
     let st: Stat | undefined
     if (seen !== undefined && !this.inflight.has(path)) {
       st = seen.upper
@@ -88,16 +94,16 @@ export class CopyUp {
     }
     if (st !== undefined && !this.upper.isWhiteout(st)) {
       if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, () => this.completeData(path, st, need === 'data'))
-      return
+      return undefined
     }
     const entry = this.lower.lookup(path)
     if (entry === undefined) throw new StrataError('ENOENT', `${path}: not in the lower layers`)
     if ((entry.attr.mode & S_IFMT) === S_IFDIR) {
       this.dirs(path)
-      return
+      return undefined
     }
     const how = need === 'meta' && !(this.metacopy && (entry.attr.mode & S_IFMT) === S_IFREG && entry.attr.size > 0) ? 'data' : need
-    await this.track(path, () => this.node(path, entry, how))
+    return await this.track(path, () => this.node(path, entry, how, keep))
   }
 
   /** Whether the upper file at `path` is a metadata-only copy, reading its xattr once per inode. */
@@ -138,12 +144,12 @@ export class CopyUp {
     this.metaOnly.set(st.ino, false)
   }
 
-  private async track (path: string, run: () => Promise<void>): Promise<void> {
+  private async track<T> (path: string, run: () => Promise<T>): Promise<T> {
     this.spares.begin()
     try {
       const job = run()
       this.inflight.set(path, job)
-      await job
+      return await job
     } finally {
       this.inflight.delete(path)
       this.spares.end()
@@ -173,11 +179,12 @@ export class CopyUp {
     this.upper.noteDir(path, false)
   }
 
-  private async node (path: string, entry: IndexEntry, need: CopyNeed): Promise<void> {
+  private async node (path: string, entry: IndexEntry, need: CopyNeed, keep: boolean): Promise<number | undefined> {
     this.dirs(parentOf(path))
     const type = entry.attr.mode & S_IFMT
+    let kept: number | undefined
     if (type === S_IFREG) {
-      await this.regular(path, entry, need)
+      kept = await this.regular(path, entry, need, keep)
     } else {
       const tmp = this.upper.tmpName()
       try {
@@ -190,18 +197,19 @@ export class CopyUp {
       }
     }
     this.log.debug({ path, need }, 'copied up')
+    return kept
   }
 
   /**
    * A regular file is filled in a spare (or a new file) and given its metadata through one
-   * descriptor, which walks no path.
+   * descriptor, which walks no path; with `keep`, that descriptor is returned open.
    */
-  private async regular (path: string, entry: IndexEntry, need: CopyNeed): Promise<void> {
+  private async regular (path: string, entry: IndexEntry, need: CopyNeed, keep: boolean): Promise<number | undefined> {
     const { size, blocks } = entry.attr
     const spare = this.spares.take()
     let fd = -1
     try {
-      fd = fs.openSync(spare.path, spare.owner === undefined ? NEW_FILE : fs.constants.O_WRONLY, 0o600)
+      fd = fs.openSync(spare.path, spare.owner === undefined ? O_RDWR | O_CREAT | O_EXCL : O_RDWR, 0o600)
       if (need === 'meta') {
         // The kernel's metacopy format: the full size, no data, the marker xattr.
         fs.ftruncateSync(fd, size)
@@ -209,8 +217,12 @@ export class CopyUp {
       } else if (need === 'data' && size > 0) {
         await this.copyInto(this.lower.realPath(path, entry), fd, size, blocks * 512 >= size)
       }
-      const ino = this.finish(path, entry, spare.path, byFd(fd, spare.owner))
+      const ino = this.finish(path, entry, spare.path, byFd(fd, spare.owner, spare.ino))
       this.metaOnly.set(ino, need === 'meta')
+      if (!keep) return undefined
+      const kept = fd
+      fd = -1
+      return kept
     } catch (err) {
       fs.rmSync(spare.path, { force: true })
       throw err
@@ -279,14 +291,14 @@ function byPath (path: string): Building {
   }
 }
 
-/** A regular file, through the descriptor it was filled by; a spare's owner is known. */
-function byFd (fd: number, owner: Owner | undefined): Building {
+/** A regular file, through the descriptor it was filled by; a spare's owner and inode are known. */
+function byFd (fd: number, owner: Owner | undefined, ino: number | undefined): Building {
   return {
     owner,
     setxattr: (name, value) => sys.fsetxattr(fd, name, value),
     chown: (uid, gid) => fs.fchownSync(fd, uid, gid),
     chmod: mode => fs.fchmodSync(fd, mode),
     utimens: (atime, mtime) => sys.futimens(fd, atime, mtime),
-    ino: () => sys.fstat(fd).ino
+    ino: () => ino ?? sys.fstat(fd).ino
   }
 }

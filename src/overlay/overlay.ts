@@ -257,9 +257,11 @@ export class Overlay {
       const final = own || r.hidden !== undefined || this.readOnly
       return this.addHandle(fd, r.attr.ino, final, !own && r.upper !== undefined && r.hidden === undefined)
     }
-    const real = await this.modify(path, (flags & O_TRUNC) === 0 ? 'data' : 'none', r)
+    // O_SYNC and O_DSYNC cannot be set on an open descriptor: such an open takes a new one.
+    const sync = flags & this.syncFlags()
+    const made = await this.copiedUp(path, (flags & O_TRUNC) === 0 ? 'data' : 'none', r, sync === 0)
     // The kernel sends explicit offsets for appends, so O_APPEND stays off the real descriptor.
-    const fd = fs.openSync(real, O_RDWR | O_NOFOLLOW | (flags & (O_TRUNC | this.syncFlags())))
+    const fd = made.fd ?? fs.openSync(made.real, O_RDWR | O_NOFOLLOW | (flags & O_TRUNC) | sync)
     return this.addHandle(fd, r.attr.ino, true)
   }
 
@@ -683,16 +685,29 @@ export class Overlay {
    * resolved by a caller that needed it too, with nothing awaited since.
    */
   private async modify (path: string, need: CopyNeed, r: Resolved = this.resolve(path)): Promise<string> {
+    return (await this.copiedUp(path, need, r, false)).real
+  }
+
+  /**
+   * modify(), and with `keep` the descriptor a copy-up made now filled, open for reading and
+   * writing (see CopyUp.file).
+   */
+  private async copiedUp (path: string, need: CopyNeed, r: Resolved, keep: boolean): Promise<{ real: string, fd?: number }> {
     const { upper, copyUp } = this.writable()
     const { hidden } = r
     if (hidden !== undefined) {
       if (!hidden.owned) throw new StrataError('EROFS', `${path}: an unlinked lower file cannot change`)
-      return hidden.real
+      return { real: hidden.real }
     }
-    await copyUp.file(path, need, { upper: r.upper })
+    const fd = await copyUp.file(path, need, { upper: r.upper }, keep)
     const real = upper.real(path)
-    if (need !== 'meta') this.moveOnLower(r.attr.ino, real)
-    return real
+    try {
+      if (need !== 'meta') this.moveOnLower(r.attr.ino, real)
+    } catch (err) {
+      if (fd !== undefined) fs.closeSync(fd)
+      throw err
+    }
+    return { real, fd }
   }
 
   /**

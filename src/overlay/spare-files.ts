@@ -6,12 +6,19 @@ import { S_IFREG } from './mode.js'
 
 const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants
 /** How a file that must not exist yet is opened for writing. */
-export const NEW_FILE = O_WRONLY | O_CREAT | O_EXCL
+const NEW_FILE = O_WRONLY | O_CREAT | O_EXCL
 
 /** Who a file belongs to. */
 export interface Owner {
   uid: number
   gid: number
+}
+
+/** A spare ready to fill: its owner and inode number, which a copy-up then need not ask for. */
+export interface Spare {
+  path: string
+  owner: Owner
+  ino: number
 }
 
 /**
@@ -31,7 +38,7 @@ const IDLE_MS = 20
  * supply pays the allocation as it did before.
  */
 export class SpareFiles {
-  private readonly ready: Array<{ path: string, owner: Owner }> = []
+  private readonly ready: Spare[] = []
   private refilling = false
   private timer: NodeJS.Timeout | undefined
   private lastActive = 0
@@ -57,19 +64,18 @@ export class SpareFiles {
       const path = `${this.dir}/${name}`
       const st = sys.lstat(path)
       if (st.mode === (S_IFREG | 0o600) && st.size === 0 && st.nlink === 1 && st.uid === process.geteuid?.() &&
-        sys.llistxattr(path).length === 0) this.ready.push({ path, owner: { uid: st.uid, gid: st.gid } })
+        sys.llistxattr(path).length === 0) this.ready.push({ path, owner: { uid: st.uid, gid: st.gid }, ino: st.ino })
       else fs.rmSync(path, { recursive: true, force: true })
     }
     this.refill()
   }
 
   /**
-   * An empty file that is the caller's to fill and rename away, with its owner (whom a copy-up
-   * need not chown it to). When none is ready, a fresh name in the same directory and no owner:
-   * the caller creates it with its first open.
+   * An empty file that is the caller's to fill and rename away. When none is ready, only a fresh
+   * name in the same directory: the caller creates the file with its first open.
    */
-  take (): { path: string, owner: Owner | undefined } {
-    return this.ready.pop() ?? { path: this.nextName(), owner: undefined }
+  take (): Spare | { path: string, owner?: undefined, ino?: undefined } {
+    return this.ready.pop() ?? { path: this.nextName() }
   }
 
   /** A copy-up begins: no spare is made until every copy-up has ended and a pause followed. */
@@ -125,8 +131,8 @@ export class SpareFiles {
       const path = this.nextName()
       const file = await fs.promises.open(path, NEW_FILE, 0o600)
       try {
-        const { uid, gid } = await file.stat()
-        this.ready.push({ path, owner: { uid, gid } })
+        const { uid, gid, ino } = await file.stat()
+        this.ready.push({ path, owner: { uid, gid }, ino })
       } finally {
         await file.close()
       }
