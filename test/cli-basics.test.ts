@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { repoDir, runCli, startDaemon, type CliResult } from './lib/daemon.js'
+import type { Tap } from './lib/tap.js'
 
 /** Every failure: exactly one `stratafs: ...` line on stderr, no stack. */
 function oneLine (t: Tap, r: CliResult, code: number, pattern: RegExp): void {
@@ -12,8 +13,6 @@ function oneLine (t: Tap, r: CliResult, code: number, pattern: RegExp): void {
   t.match(r.stderr, /^stratafs: /)
   t.match(r.stderr, pattern)
 }
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
-
 function layerDir (base: string, name: string, files: Record<string, string>): string {
   const dir = join(base, name)
   for (const [path, content] of Object.entries(files)) {

@@ -3,13 +3,12 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { join } from 'node:path'
 import t from 'tap'
 import { mountpoints, startDaemon, type CliResult, type Daemon } from './lib/daemon.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * Mount, umount, ps, diff, commit and rm through the CLI, against a daemon in its own process.
  * This process reads and writes through the mounts; the daemon never does.
  */
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 function oneLine (t: Tap, r: CliResult, pattern: RegExp): void {
   t.equal(r.code, 1, 'exit 1')

@@ -9,6 +9,7 @@ import { errorCode } from '../src/errors.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { mountStratafs } from './lib/overlay-mount.js'
 import { mountTmpfs } from './lib/tmpfs.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * A full upper filesystem. A copy-up that does not fit fails with ENOSPC, as on kernel overlayfs;
@@ -16,8 +17,6 @@ import { mountTmpfs } from './lib/tmpfs.js'
  * data blocks (a metadata copy-up, rm, mkdir) still works on a full disk. Both implementations
  * run each step, with upper and work dirs on a tmpfs of 6 MiB and an 8 MiB lower file.
  */
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 const MiB = 1024 * 1024
 const big = randomBytes(8 * MiB)

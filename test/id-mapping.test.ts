@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { isMounted, mountStratafs, unmountFuse } from './lib/overlay-mount.js'
 import { diffTrees, snapshot, type Tree } from './lib/tree.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * `uidmapping=` and `gidmapping=`, as podman passes them to a mount program for a container with
@@ -17,8 +18,6 @@ import { diffTrees, snapshot, type Tree } from './lib/tree.js'
 
 /** As podman writes them (a leading `:`); the gids in two ranges. */
 const MAPPING = ['uidmapping=:0:100000:65536', 'gidmapping=:0:100000:1000:1000:200000:1000']
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 function fuseOverlayfs (t: Tap, lower: string, upper: string, work: string, mnt: string, options = MAPPING): void {
   const r = spawnSync('fuse-overlayfs', ['-o', [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`, ...options].join(','), mnt], { encoding: 'utf8' })

@@ -9,6 +9,7 @@ import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { buildLayer } from './lib/layer-builder.js'
 import { buildTar, sha256Digest } from './lib/tar-fixtures.js'
 import { diffTrees, snapshot } from './lib/tree.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * `image import` of archives written here the way docker and skopeo write them: the classic
@@ -16,7 +17,6 @@ import { diffTrees, snapshot } from './lib/tree.js'
  * directory; then hostile variants of them. Through the CLI, against a daemon in its own process.
  */
 
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 type Files = Map<string, Buffer>
 
 const hex = (digest: string): string => digest.slice('sha256:'.length)

@@ -5,6 +5,7 @@ import t from 'tap'
 import { repoDir } from './lib/daemon.js'
 import { isMounted, mountStratafs, serverPid, unmountFuse } from './lib/overlay-mount.js'
 import { stackDirs } from './lib/stack-dirs.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * st_ino across a crash that left the inode log's last line unfinished. The log (one line per
@@ -14,8 +15,6 @@ import { stackDirs } from './lib/stack-dirs.js'
  * the next line join it, so that a later crash still keeps every line written after it. And
  * the unmount's rewrite of the log must reach the disk before it replaces the old one.
  */
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 const LOG = 'stratafs-inodes'
 

@@ -6,6 +6,7 @@ import { lgetxattr } from '../src/sys/index.js'
 import { startDaemon, type Daemon } from './lib/daemon.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { diffTrees, snapshot } from './lib/tree.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * Issue 4: containers copy up metadata only (kernel metacopy=on format), and commit gives such
@@ -22,8 +23,6 @@ async function cli (t: Tap, d: Daemon, args: string[]): Promise<string> {
   t.equal(r.code, 0, `stratafs ${args.join(' ')} ${r.stderr.trim()}`)
   return r.stdout
 }
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 t.test('chmod of a big lower file in a container, then commit', async (t) => {
   const d = await startDaemon(t)

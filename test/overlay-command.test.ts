@@ -6,6 +6,7 @@ import t from 'tap'
 import { repoDir } from './lib/daemon.js'
 import { isMounted, serverPid, unmountFuse } from './lib/overlay-mount.js'
 import { mountTmpfs } from './lib/tmpfs.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * `stratafs overlay` / `stratafs-overlay` as podman and mount(8) call it: plain directories, no
@@ -18,8 +19,6 @@ const bin = join(repoDir, 'bin', 'stratafs-overlay')
 // out again, as a mount helper run by mount(8) has none.
 const bare = (cmd: string, args: string[]): ReturnType<typeof spawnSync> =>
   spawnSync('env', ['-u', 'NODE_OPTIONS', cmd, ...args], { encoding: 'utf8', timeout: 30_000 })
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 function layers (t: Tap): { base: string, lower: string, upper: string, work: string, mnt: string } {
   const base = mkdtempSync(join(tmpdir(), 'sovcmd-'))

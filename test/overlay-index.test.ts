@@ -11,6 +11,7 @@ import { OverlayIndexStore } from '../src/store/overlay-index-store.js'
 import { LowerIndex } from '../src/overlay/lower-index.js'
 import { buildStack, randomStack } from './lib/layer-builder.js'
 import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * Issue 4: `stratafs overlay` keeps its lower index in LevelDB inside the work dir, reused only
@@ -19,8 +20,6 @@ import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
 
 /** Past the window in which a change could keep the ctime it follows (see lower-fingerprint). */
 const SETTLE_MS = 2600
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 function layers (base: string): string[] {
   const l0 = join(base, 'l0')

@@ -6,6 +6,7 @@ import t from 'tap'
 import { makedev, mknod } from '../src/sys/index.js'
 import { repoDir } from './lib/daemon.js'
 import { diffTrees, snapshot } from './lib/tree.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * Issue 4: `stratafs-overlay` as podman's `mount_program`, driven by podman itself. Containers
@@ -14,8 +15,6 @@ import { diffTrees, snapshot } from './lib/tree.js'
  */
 
 const bin = join(repoDir, 'bin', 'stratafs-overlay')
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 /** One podman with its own store. */
 type Podman = (args: string[]) => { status: number | null, stdout: string, stderr: string }

@@ -8,6 +8,7 @@ import { importLayer } from '../src/layers/import.js'
 import { imageId, type ImageConfig } from '../src/store/image-config.js'
 import { Level } from 'level'
 import { IndexTable } from '../src/store/index-table.js'
+import type { ChainRecord } from '../src/store/records.js'
 import { Store } from '../src/store/store.js'
 
 const freshRoot = (t: Test): string => {
@@ -96,7 +97,7 @@ t.test('chain index round trip and range keys', async (t) => {
   const store = await Store.open(root)
   t.teardown(() => store.close())
   const chain = chainIds(['sha256:' + '1'.repeat(64)])[0]!
-  const records = [
+  const records: Array<ChainRecord<{ root?: boolean, n?: number }>> = [
     { dir: '/', name: '', entry: { root: true } },
     { dir: '/', name: 'a', entry: { n: 1 } },
     { dir: '/a', name: 'b', entry: { n: 2 } },
@@ -170,8 +171,8 @@ t.test('an index stored a record per name (the first format) is not taken: it is
   t.teardown(() => db.close())
   const key = 'sha256:' + '2'.repeat(64)
   // What the first format wrote: a marker with no format, one record per name.
-  await db.sublevel('chains', { valueEncoding: 'json' }).put(key, { records: 2, created: '2026-11-01T00:00:00.000Z' })
-  const oldRecords = db.sublevel('index', { valueEncoding: 'json' })
+  await db.sublevel<string, unknown>('chains', { valueEncoding: 'json' }).put(key, { records: 2, created: '2026-11-01T00:00:00.000Z' })
+  const oldRecords = db.sublevel<string, unknown>('index', { valueEncoding: 'json' })
   await oldRecords.put(`${key}//\0`, { root: true })
   await oldRecords.put(`${key}//\0old`, { n: 0 })
   const table = new IndexTable(db)

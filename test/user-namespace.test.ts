@@ -7,6 +7,7 @@ import { lsetxattr, mknod } from '../src/sys/index.js'
 import { repoDir } from './lib/daemon.js'
 import { isMounted, unmountFuse } from './lib/overlay-mount.js'
 import { diffTrees, snapshot, type Tree } from './lib/tree.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * The overlay's own xattrs under `user.overlay.*`, as kernel overlayfs keeps them with
@@ -137,8 +138,6 @@ function fixture (t: Tap): string {
   })
   return base
 }
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 for (const userns of [true, false]) {
   t.test(userns ? 'in a user namespace, as rootless podman runs its mount program' : 'as root, with -o userxattr', async t => {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { isMounted, mountStratafs, serverPid } from './lib/overlay-mount.js'
+import type { Tap } from './lib/tap.js'
 
 /**
  * `volatile` (kernel overlayfs) and `fsync=0` (fuse-overlayfs), which podman passes for
@@ -11,8 +12,6 @@ import { isMounted, mountStratafs, serverPid } from './lib/overlay-mount.js'
  * passed on, also not to a file copied up by that open. Seen from outside the server, by tracing
  * its syscalls while ordinary tools sync.
  */
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 /** The syncs and opens the server of `mnt` makes while `run` runs. */
 async function traced (t: Tap, mnt: string, run: () => void): Promise<string> {
