@@ -4,6 +4,7 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { Teardownable } from './tap.js'
 
 /**
  * Test helper: one stratafs daemon in its own process over a fresh root. The daemon serves FUSE
@@ -50,8 +51,6 @@ export interface Daemon {
   cli (args: string[], opts?: CliOptions): Promise<CliResult>
   stop (): Promise<void>
 }
-
-interface Teardownable { teardown (fn: () => unknown): void }
 
 /** Runs the CLI as its own process. */
 export function runCli (args: string[], opts: CliOptions & { root?: string; socket?: string } = {}): Promise<CliResult> {

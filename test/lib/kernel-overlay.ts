@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { Teardownable } from './tap.js'
 
 /**
  * Kernel overlayfs, the oracle. The mount option string is limited to one page, which 128 layer
@@ -20,8 +21,6 @@ export interface KernelOverlayOptions {
   /** Further mount options, e.g. 'metacopy=on'. */
   options?: string[]
 }
-
-interface Teardownable { teardown (fn: () => unknown): void }
 
 export function mountKernelOverlay (t: Teardownable, opts: KernelOverlayOptions): string {
   if (opts.lowerDirs.length === 0) throw new Error('kernel overlay needs at least one lower dir')

@@ -3,6 +3,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cliMain } from './daemon.js'
+import type { Teardownable } from './tap.js'
 
 /**
  * stratafs mounted straight on plain directories, the way fuse-overlayfs is: `stratafs overlay -o
@@ -22,8 +23,6 @@ export interface StratafsOverlayOptions {
   /** Further mount options, e.g. 'uidmapping=0:100000:65536'. */
   options?: string[]
 }
-
-interface Teardownable { teardown (fn: () => unknown): void }
 
 export function isMounted (mnt: string): boolean {
   return spawnSync('mountpoint', ['-q', mnt]).status === 0

@@ -1,8 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-
-interface Teardownable { teardown (fn: () => unknown): void }
+import type { Teardownable } from './tap.js'
 
 /** The three directories one writable overlay mounts. */
 export interface StackDirs { lower: string, upper: string, work: string }

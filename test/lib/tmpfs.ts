@@ -2,8 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-
-interface Teardownable { teardown (fn: () => unknown): void }
+import type { Teardownable } from './tap.js'
 
 export interface TmpfsOptions {
   /** Its size in bytes; tmpfs's default (half the memory) otherwise. */
