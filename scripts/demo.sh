@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
-stratafs () { node "$REPO/dist/cli/main.js" "$@"; }
+stratafs () { node "$REPO/dist/bundle/main.js" "$@"; }
 header () { printf '\n== %s ==\n' "$*"; }
 # Show a command, then run it.
 show () { printf '$ %s\n' "$*"; "$@"; }
@@ -84,7 +84,7 @@ step_start_daemon () {
   header "starting the daemon (root $STRATAFS_ROOT, logs in $LOG)"
   mkdir -p "$STRATAFS_ROOT"
   # node itself, not the stratafs function: $! must be the daemon's pid for the trap to stop it.
-  node "$REPO/dist/cli/main.js" daemon --root "$STRATAFS_ROOT" >"$LOG" 2>&1 &
+  node "$REPO/dist/bundle/main.js" daemon --root "$STRATAFS_ROOT" >"$LOG" 2>&1 &
   DAEMON_PID=$!
   for _ in $(seq 100); do
     stratafs image ls >/dev/null 2>&1 && { echo "daemon up, pid $DAEMON_PID"; return; }

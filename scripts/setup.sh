@@ -54,5 +54,5 @@ fi
 # The build info lives in dist/ so that removing dist/ forces a full emit.
 node node_modules/typescript/bin/tsc -p tsconfig.json --incremental --tsBuildInfoFile dist/.tsbuildinfo
 
-# The overlay server as one file (see bundle.mjs).
+# The CLI and the overlay server, each as one file (see bundle.mjs).
 node scripts/bundle.mjs

@@ -78,7 +78,7 @@ for (const volatile of [false, true]) {
     const out = join(d.lower, '..', 'strace.out')
     const options = `lowerdir=${d.lower},upperdir=${d.upper},workdir=${d.work}${volatile ? ',volatile' : ''}`
     const server = spawn('strace', ['-f', '-y', '-e', 'trace=openat,fsync,rename,renameat,renameat2', '-o', out, 'env', '-u', 'NODE_OPTIONS', process.execPath,
-      join(repoDir, 'dist', 'cli', 'overlay-main.js'), '-f', '-o', options, mnt], { stdio: 'ignore' })
+      join(repoDir, 'dist', 'bundle', 'overlay-main.js'), '-f', '-o', options, mnt], { stdio: 'ignore' })
     const exited = new Promise(resolve => server.on('exit', resolve))
     for (let i = 0; i < 500 && !isMounted(mnt) && server.exitCode === null; i++) await new Promise(resolve => setTimeout(resolve, 20))
     t.ok(isMounted(mnt), 'mounted')

@@ -13,7 +13,7 @@ import type { Tap } from './lib/tap.js'
  * daemon, fuse-overlayfs's command line, back in the foreground only once the mount answers.
  */
 
-const overlayMain = join(repoDir, 'dist', 'cli', 'overlay-main.js')
+const overlayMain = join(repoDir, 'dist', 'bundle', 'overlay-main.js')
 const bin = join(repoDir, 'bin', 'stratafs-overlay')
 // tap puts its loader hooks back into NODE_OPTIONS of every child it spawns; `env -u` takes them
 // out again, as a mount helper run by mount(8) has none.

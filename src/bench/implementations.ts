@@ -131,7 +131,7 @@ function fuseMount (impl: ImplName, stack: Stack, dir: string, cmd: string, args
   }
 }
 
-const overlayMain = fileURLToPath(new URL('../cli/overlay-main.js', import.meta.url))
+const overlayMain = fileURLToPath(new URL('../bundle/overlay-main.js', import.meta.url))
 /** As podman and mount(8) start it: the mount time is the one they wait for. */
 const launcher = fileURLToPath(new URL('../../bin/stratafs-overlay', import.meta.url))
 

@@ -1,4 +1,12 @@
-import koffi from 'koffi'
+import { createRequire } from 'node:module'
+import type Koffi from 'koffi'
+
+/**
+ * Required, not imported: a bundle hoists every import of an outside module to its start, where
+ * koffi (7 ms) would load for every CLI command, `ps` and `--help` included; required here, it
+ * loads with the first module that binds a function.
+ */
+const koffi = createRequire(import.meta.url)('koffi') as typeof Koffi
 
 /**
  * The one handle on glibc. Every binding in src/sys declares its functions on it; callers never

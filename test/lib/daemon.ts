@@ -12,7 +12,7 @@ import type { Teardownable } from './tap.js'
  */
 
 export const repoDir = resolve(fileURLToPath(new URL('../..', import.meta.url)))
-export const cliMain = join(repoDir, 'dist', 'cli', 'main.js')
+export const cliMain = join(repoDir, 'dist', 'bundle', 'main.js')
 
 export interface CliResult { code: number; stdout: string; stderr: string }
 
