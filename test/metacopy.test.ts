@@ -5,6 +5,8 @@ import { join } from 'node:path'
 import { lgetxattr } from '../src/sys/index.js'
 import { startDaemon, type Daemon } from './lib/daemon.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
+import { mountStratafs } from './lib/overlay-mount.js'
+import { stackDirs } from './lib/stack-dirs.js'
 import { diffTrees, snapshot } from './lib/tree.js'
 import type { Tap } from './lib/tap.js'
 
@@ -76,4 +78,24 @@ t.test('chmod of a big lower file in a container, then commit', async (t) => {
     options: ['metacopy=on']
   })
   t.same(diffTrees(shown, snapshot(kmnt), { names: ['stratafs', 'kernel'] }), [], 'kernel overlayfs shows the same tree')
+})
+
+t.test('with metacopy=on, a directory made in a merged one is marked opaque, as the kernel marks it; without, none is', async (t) => {
+  // The directories that end up with the opaque marker, after the same mkdirs on one implementation.
+  const marked = (mount: typeof mountStratafs, options: string[]): string[] => {
+    const d = stackDirs(t, 'new-dirs')
+    mkdirSync(join(d.lower, 'data'))
+    writeFileSync(join(d.lower, 'data', 'f'), 'lower\n')
+    const mnt = mount(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: d.work, options })
+    mkdirSync(join(mnt, 'top'))
+    mkdirSync(join(mnt, 'data', 'new'))
+    mkdirSync(join(mnt, 'top', 'below'))
+    return ['top', 'data', 'data/new', 'top/below'].filter(p => lgetxattr(join(d.upper, p), 'trusted.overlay.opaque')?.toString() === 'y')
+  }
+  for (const options of [['metacopy=on'], []]) {
+    const kernel = marked(mountKernelOverlay, options)
+    const label = options.length > 0 ? 'metacopy=on' : 'defaults'
+    t.same(kernel, options.length > 0 ? ['top', 'data/new'] : [], `kernel, ${label}: ${options.length > 0 ? 'the directories made in merged ones, and only those' : 'none'}`)
+    t.same(marked(mountStratafs, options), kernel, `stratafs, ${label}: the same`)
+  }
 })

@@ -122,12 +122,19 @@ export class Overlay {
   private readonly log: Logger
   private readonly xattrs: OverlayXattrs
   private readonly volatile: boolean
+  /**
+   * Whether a directory made in a merged one is marked opaque, as kernel overlayfs marks it
+   * (ovl_create_upper) unless it allows the layers to change offline: without index, metacopy,
+   * redirect_dir and xino=on. Of those, stratafs has metacopy.
+   */
+  private readonly marksNewDirs: boolean
 
   constructor (opts: OverlayOptions) {
     this.lower = opts.lower
     this.log = opts.log
     this.xattrs = opts.xattrs ?? OverlayXattrs.trusted
     this.volatile = opts.volatile === true
+    this.marksNewDirs = opts.metacopy === true
     if (opts.upper !== undefined) {
       this.upper = new Upper(opts.upper.upperDir, opts.upper.workDir, this.xattrs)
       this.copyUp = new CopyUp(this.lower, this.upper, this.log, opts.metacopy === true, !this.volatile)
@@ -734,7 +741,7 @@ export class Overlay {
     if (st === undefined) {
       make(real)
       own(real)
-      if (dir) upper.noteDir(path, false)
+      if (dir) upper.noteDir(path, this.marksNewDirs && this.isMerged(parent) && this.markedOpaque(real))
       return
     }
     // The filesystem passes a directory's default ACL on as it makes a node; one built in the work
@@ -759,6 +766,21 @@ export class Overlay {
       }
     } finally {
       if (box !== undefined) fs.rmSync(box, { recursive: true, force: true })
+    }
+  }
+
+  /**
+   * Marks a new directory opaque (see marksNewDirs), so that no lookup below it searches the
+   * layers, which hold nothing there. An optimisation, in the kernel as here: a marker that
+   * cannot be set fails nothing.
+   */
+  private markedOpaque (real: string): boolean {
+    try {
+      this.writable().upper.setOpaque(real)
+      return true
+    } catch (err) {
+      this.log.debug({ err, real }, 'a new directory is not marked opaque')
+      return false
     }
   }
 
