@@ -505,7 +505,15 @@ export class Overlay {
       const dstIsDir = isDirMode(to.attr.mode)
       if (srcIsDir && !dstIsDir) throw new StrataError('ENOTDIR', `${dst}: not a directory`)
       if (!srcIsDir && dstIsDir) throw new StrataError('EISDIR', `${dst}: is a directory`)
-      if (dstIsDir && this.readdir(dst).length > 2) throw new StrataError('ENOTEMPTY', `${dst}: directory not empty`)
+      if (dstIsDir && this.readdir(dst).length > 2) {
+        // The kernel marks the moved directory (below) before its rename of the upper copies
+        // fails, and leaves the marker; it checks a destination it does not hold whole first.
+        if (srcState?.opaque === false && this.wholeInUpper(dst) !== null && this.isMerged(parentOf(dst))) {
+          upper.setOpaque(upper.real(src))
+          upper.noteDir(src, true)
+        }
+        throw new StrataError('ENOTEMPTY', `${dst}: directory not empty`)
+      }
     }
     if (!srcIsDir) await copyUp.file(src)
     copyUp.dirs(parentOf(dst))
@@ -567,11 +575,15 @@ export class Overlay {
    * the caller (mv) falls back to copying.
    */
   private movableDir (path: string): { opaque: boolean } {
-    const state = this.writable().upper.dirAt(path)
-    if (state === null || (this.lowerOf(path) !== undefined && !state.opaque)) {
-      throw new StrataError('EXDEV', `${path}: a directory from the lower layers cannot be renamed`)
-    }
+    const state = this.wholeInUpper(path)
+    if (state === null) throw new StrataError('EXDEV', `${path}: a directory from the lower layers cannot be renamed`)
     return state
+  }
+
+  /** The upper state of directory `path` when the upper holds it whole: upper-only, or opaque over the lower. */
+  private wholeInUpper (path: string): { opaque: boolean } | null {
+    const state = this.writable().upper.dirAt(path)
+    return state === null || (this.lowerOf(path) !== undefined && !state.opaque) ? null : state
   }
 
   /**
