@@ -753,7 +753,7 @@ export class Overlay {
     if (st === undefined) {
       make(real)
       own(real)
-      if (dir) upper.noteDir(path, this.marksNewDirs && this.isMerged(parent) && this.markedOpaque(real))
+      if (dir) upper.noteDir(path, this.marksNewDirs && this.isMerged(parent) && this.markedOpaque(upper, real))
       return
     }
     // The filesystem passes a directory's default ACL on as it makes a node; one built in the work
@@ -786,9 +786,9 @@ export class Overlay {
    * layers, which hold nothing there. An optimisation, in the kernel as here: a marker that
    * cannot be set fails nothing.
    */
-  private markedOpaque (real: string): boolean {
+  private markedOpaque (upper: Upper, real: string): boolean {
     try {
-      this.writable().upper.setOpaque(real)
+      upper.setOpaque(real)
       return true
     } catch (err) {
       this.log.debug({ err, real }, 'a new directory is not marked opaque')
