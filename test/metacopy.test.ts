@@ -1,11 +1,12 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
-import { chmodSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { appendFileSync, chmodSync, linkSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { lgetxattr } from '../src/sys/index.js'
 import { startDaemon, type Daemon } from './lib/daemon.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
-import { mountStratafs } from './lib/overlay-mount.js'
+import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
 import { stackDirs } from './lib/stack-dirs.js'
 import { diffTrees, snapshot } from './lib/tree.js'
 import type { Tap } from './lib/tap.js'
@@ -98,4 +99,40 @@ t.test('with metacopy=on, a directory made in a merged one is marked opaque, as 
     t.same(kernel, options.length > 0 ? ['top', 'data/new'] : [], `kernel, ${label}: ${options.length > 0 ? 'the directories made in merged ones, and only those' : 'none'}`)
     t.same(marked(mountStratafs, options), kernel, `stratafs, ${label}: the same`)
   }
+})
+
+t.test('an upper kernel overlayfs wrote with metacopy=on, whose renames and links left redirects, reads the same through stratafs', async (t) => {
+  const d = stackDirs(t, 'redirect')
+  mkdirSync(join(d.lower, 'd'))
+  mkdirSync(join(d.lower, 'x'))
+  writeFileSync(join(d.lower, 'd/c.txt'), 'c data\n')
+  writeFileSync(join(d.lower, 'd/e.txt'), 'e data\n')
+  writeFileSync(join(d.lower, 'd/g.txt'), 'g data\n')
+  const layers = { lowerDirs: [d.lower], upperDir: d.upper, options: ['metacopy=on'] }
+  const work = (name: string): string => {
+    const dir = join(d.work, name)
+    mkdirSync(dir)
+    return dir
+  }
+
+  const kmnt = mountKernelOverlay(t, { ...layers, workDir: work('k1') })
+  renameSync(join(kmnt, 'd/c.txt'), join(kmnt, 'd/c2'))
+  renameSync(join(kmnt, 'd/e.txt'), join(kmnt, 'x/e2'))
+  linkSync(join(kmnt, 'd/g.txt'), join(kmnt, 'x/g-link'))
+  const kernel = snapshot(kmnt)
+  t.equal(spawnSync('umount', [kmnt]).status, 0, 'the kernel mount ends')
+  const redirect = (p: string): string | undefined => lgetxattr(join(d.upper, p), 'trusted.overlay.redirect')?.toString()
+  t.same([redirect('d/c2'), redirect('x/e2')], ['c.txt', '/d/e.txt'], 'the kernel left a relative and an absolute redirect')
+  t.ok(lgetxattr(join(d.upper, 'x/e2'), METACOPY) !== undefined, 'on metadata-only copies')
+
+  const smnt = mountStratafs(t, { ...layers, workDir: work('s') })
+  t.same(diffTrees(kernel, snapshot(smnt), { names: ['kernel', 'stratafs'] }), [], 'stratafs shows the tree the kernel showed')
+  appendFileSync(join(smnt, 'x/e2'), 'appended\n')
+  t.equal(readFileSync(join(smnt, 'x/e2'), 'utf8'), 'e data\nappended\n', 'a write gives the copy the redirected lower data first')
+  const written = snapshot(smnt)
+  t.equal(unmountFuse(smnt), undefined, 'stratafs unmounts')
+  t.equal(lgetxattr(join(d.upper, 'x/e2'), METACOPY), undefined, 'the completed copy is no longer metadata-only')
+
+  const again = mountKernelOverlay(t, { ...layers, workDir: work('k2') })
+  t.same(diffTrees(written, snapshot(again), { names: ['stratafs', 'kernel'] }), [], 'and the kernel reads what stratafs wrote')
 })

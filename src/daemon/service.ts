@@ -7,6 +7,7 @@ import { isDigest } from '../layers/digest.js'
 import { importLayer } from '../layers/import.js'
 import { layerTar } from '../layers/tar-writer.js'
 import type { Logger } from '../log.js'
+import { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { lowerDataPath } from '../overlay/materialize.js'
 import type { ContainerRecord } from '../store/records.js'
 import { normalizeTag } from '../store/refs.js'
@@ -148,10 +149,11 @@ export class Service {
     try {
       const tarPath = join(staging, 'layer.tar')
       const lower = await this.indexes.get(container.diffIds)
-      const tar = layerTar(this.store.layout.upperDir(container.id), {
+      const upperDir = this.store.layout.upperDir(container.id)
+      const tar = layerTar(upperDir, {
         log: this.log.child({ sub: 'commit' }),
         rootEntry: true,
-        metacopyData: (path) => lowerDataPath(lower, path)
+        metacopyData: (path) => lowerDataPath(lower, path, join(upperDir, path), OverlayXattrs.trusted)
       })
       await pipeline(tar, createWriteStream(tarPath))
       const staged = await importLayer(tarPath, this.store.layout.tmpDir, {

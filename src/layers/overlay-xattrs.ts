@@ -13,6 +13,8 @@ export class OverlayXattrs {
 
   readonly opaque: string
   readonly metacopy: string
+  /** Where a kernel metacopy file's data is, when a rename or a link moved it (see lowerDataPath). */
+  readonly redirect: string
   /**
    * A user's own xattr under the overlay's prefix, stored escaped as kernel overlayfs stores it
    * since Linux 6.7 (an overlay's layers can then sit inside another overlay): content like any other.
@@ -22,6 +24,7 @@ export class OverlayXattrs {
   private constructor (readonly prefix: string) {
     this.opaque = `${prefix}opaque`
     this.metacopy = `${prefix}metacopy`
+    this.redirect = `${prefix}redirect`
     this.escaped = `${prefix}overlay.`
   }
 

@@ -129,7 +129,7 @@ export class CopyUp {
     if (data) {
       const to = fs.openSync(real, fs.constants.O_WRONLY)
       try {
-        await this.copyInto(lowerDataPath(this.lower, path), to, st.size, false)
+        await this.copyInto(lowerDataPath(this.lower, path, real, this.upper.xattrs), to, st.size, false)
       } catch (err) {
         try {
           sys.fallocate(to, sys.FALLOC_FL_PUNCH_HOLE | sys.FALLOC_FL_KEEP_SIZE, 0, st.size)

@@ -690,7 +690,7 @@ export class Overlay {
 
   /** The file holding a name's data: the lower file for lower names and metadata-only copies. */
   private dataOf (path: string, r: Resolved): string {
-    if (r.upper !== undefined && r.hidden === undefined) return lowerDataPath(this.lower, path)
+    if (r.upper !== undefined && r.hidden === undefined && this.upper !== undefined) return lowerDataPath(this.lower, path, this.upper.real(path), this.upper.xattrs)
     return this.realOf(path, r)
   }
 
