@@ -40,8 +40,13 @@ export class CopyUp {
   private readonly inflight = new Map<string, Promise<unknown>>()
   /** Upper inode → the lower inode number the merged view showed before the copy-up. */
   readonly inoOf: InodeMap
-  /** Upper inode → whether it is a metadata-only copy whose data is still the lower file's. */
-  private readonly metaOnly = new Map<number, boolean>()
+  /**
+   * Upper inodes known to hold their whole data. A metadata-only copy is asked again each time:
+   * once it is removed, its inode number may come back as a new file, which would then read the
+   * lower data (a file made over a removed copy's whiteout got its number, and showed the lower
+   * file's bytes). Its own copy-up is the only way a known whole inode becomes metadata-only.
+   */
+  private readonly whole = new Set<number>()
   private readonly spares: SpareFiles
   private readonly reflink = { supported: true }
 
@@ -106,15 +111,12 @@ export class CopyUp {
     return await this.track(path, () => this.node(path, entry, how, keep))
   }
 
-  /** Whether the upper file at `path` is a metadata-only copy, reading its xattr once per inode. */
+  /** Whether the upper file at `path` is a metadata-only copy (see `whole`). */
   isMetacopy (path: string, st: Stat): boolean {
-    if (!this.metacopy || (st.mode & S_IFMT) !== S_IFREG) return false
-    let known = this.metaOnly.get(st.ino)
-    if (known === undefined) {
-      known = sys.lgetxattr(this.upper.real(path), this.upper.xattrs.metacopy) !== undefined
-      this.metaOnly.set(st.ino, known)
-    }
-    return known
+    if (!this.metacopy || (st.mode & S_IFMT) !== S_IFREG || this.whole.has(st.ino)) return false
+    const meta = sys.lgetxattr(this.upper.real(path), this.upper.xattrs.metacopy) !== undefined
+    if (!meta) this.whole.add(st.ino)
+    return meta
   }
 
   /**
@@ -141,7 +143,7 @@ export class CopyUp {
       }
     }
     sys.lremovexattr(real, this.upper.xattrs.metacopy)
-    this.metaOnly.set(st.ino, false)
+    this.whole.add(st.ino)
   }
 
   private async track<T> (path: string, run: () => Promise<T>): Promise<T> {
@@ -218,7 +220,8 @@ export class CopyUp {
         await this.copyInto(this.lower.realPath(path, entry), fd, size, blocks * 512 >= size)
       }
       const ino = this.finish(path, entry, spare.path, byFd(fd, spare.owner, spare.ino))
-      this.metaOnly.set(ino, need === 'meta')
+      if (need === 'meta') this.whole.delete(ino)
+      else this.whole.add(ino)
       if (!keep) return undefined
       const kept = fd
       fd = -1
