@@ -344,6 +344,24 @@ t.test('Unix tools on a container mounted by the daemon', async (t) => {
     t.match(ours.out, /^640\n640\n750\n640\n644\n02000000/, 'modes from the ACL, the umask only outside it')
   })
 
+  await t.test('a directory made where one was removed, in its inode number, is given its parent\'s default ACL', async (t) => {
+    const inherit = acl([[1, 7, ANY], [4, 5, ANY], [0x20, 0, ANY]])
+    // A file made in each d<i> makes the server look for a default ACL there, and find none.
+    const script = [
+      'umask 077', 'mkdir reacl', 'for i in $(seq 20); do mkdir reacl/d$i; touch reacl/d$i/f; done',
+      'removed=$(stat -c %i reacl/d*)', 'rm -r reacl/d*',
+      `setfattr -n system.posix_acl_default -v ${inherit} reacl`,
+      'for i in $(seq 20); do mkdir reacl/e$i; touch reacl/e$i/f; done',
+      'stat -c %a reacl/e*/f | sort | uniq -c', 'echo reused $(stat -c %i reacl/e* | grep -cxF "$removed")'
+    ].join('\n')
+    const modes = (out: string): string => out.replace(/\nreused \d+$/, '')
+    const ours = sh(script, mnt)
+    t.equal(ours.code, 0, ours.out)
+    t.match(ours.out, /\nreused [1-9]/, 'new directories took removed ones\' inode numbers')
+    t.equal(modes(ours.out), modes(sh(script, kmnt).out), 'the same modes as on kernel overlayfs')
+    t.match(ours.out, /^20 640\n/, 'modes from the ACL, not the umask')
+  })
+
   await t.test('a name starting with .fuse_hidden is an ordinary name, as on kernel overlayfs', async (t) => {
     const script = [
       'printf mine > var/.fuse_hidden_mine', 'printf moved > var/fh-src', 'mv var/fh-src var/.fuse_hidden0000000100000001',

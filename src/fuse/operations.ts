@@ -71,7 +71,8 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
   const readBuffers: Buffer[] = []
   /**
    * Inodes known to have no file capability. Capabilities change only through setxattr and
-   * removexattr (the kernel clears them through removexattr too), which forget the inode here.
+   * removexattr (the kernel clears them through removexattr too), which forget the inode here;
+   * a new node forgets its number too, which may be a removed node's.
    */
   const noCapability = new Set<number>()
   /** Directories known to have no default ACL, kept as `noCapability` is. */
@@ -238,7 +239,9 @@ export function operations (overlay: Overlay, session: () => FuseSession, log: L
     attempt(req, at, async () => {
       const path = at.path = childPathOf(parent, name)
       await fn(path)
-      return overlay.getattr(path)
+      const attr = overlay.getattr(path)
+      forgetXattrs(attr.ino)
+      return attr
     }, attr => entry(req, parent, name, attr))
   }
 
