@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import { appendFileSync, chmodSync, linkSync, lstatSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { lgetxattr } from '../src/sys/index.js'
+import { lgetxattr, renameat2, RENAME_EXCHANGE } from '../src/sys/index.js'
 import { startDaemon, type Daemon } from './lib/daemon.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
@@ -157,4 +157,47 @@ t.test('a file made where a metadata-only copy was removed reads its own data, a
   t.ok(reused.length > 0, `new files took the inode numbers of removed copies (${reused.length} of ${names.length})`)
   t.same(names.map(name => readFileSync(join(mnt, name), 'utf8')), names.map(name => `new ${name}\n`), 'every new file reads what was written to it')
   t.same(names.map(name => lstatSync(join(mnt, name)).size), names.map(name => `new ${name}\n`.length), 'and shows its own size')
+})
+
+t.test('with metacopy=on, a rename, an exchange or a link of a lower file copies its metadata only and leaves the redirects kernel overlayfs leaves', async (t) => {
+  const names = ['c', 'e', 'g', 'h', 'i', 'j']
+  const data = new Map(names.map((n, i) => [n, randomBytes(64 * 1024 + i)]))
+  // Each step on one mount; then what the upper holds and what the mount shows, per final name.
+  const run = (mount: typeof mountStratafs): Record<string, unknown> => {
+    const d = stackDirs(t, 'moves')
+    mkdirSync(join(d.lower, 'd'))
+    mkdirSync(join(d.lower, 'x'))
+    for (const [n, bytes] of data) writeFileSync(join(d.lower, `d/${n}.txt`), bytes)
+    const mnt = mount(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: d.work, options: ['metacopy=on'] })
+    const at = (p: string): string => join(mnt, p)
+    renameSync(at('d/c.txt'), at('d/c2'))
+    renameSync(at('d/e.txt'), at('x/e2'))
+    linkSync(at('d/g.txt'), at('x/g-link'))
+    renameSync(at('d/h.txt'), at('d/h2'))
+    renameSync(at('d/h2'), at('x/h3'))
+    chmodSync(at('d/i.txt'), 0o600)
+    renameSync(at('d/i.txt'), at('x/i2'))
+    renameat2(at('d/j.txt'), at('x/e2'), RENAME_EXCHANGE)
+    const out: Record<string, unknown> = {}
+    for (const p of ['d/c2', 'd/g.txt', 'x/g-link', 'x/h3', 'x/i2', 'x/e2', 'd/j.txt']) {
+      const upperFile = join(d.upper, p)
+      out[p] = {
+        redirect: lgetxattr(upperFile, 'trusted.overlay.redirect')?.toString(),
+        metacopy: lgetxattr(upperFile, METACOPY) !== undefined,
+        sha: sha(readFileSync(at(p))),
+        blocks: lstatSync(at(p)).blocks
+      }
+    }
+    return out
+  }
+  const kernel = run(mountKernelOverlay)
+  t.match(kernel, {
+    'd/c2': { redirect: 'c.txt', metacopy: true, sha: sha(data.get('c')!) },
+    'x/e2': { redirect: '/d/j.txt', metacopy: true, sha: sha(data.get('j')!) },
+    'd/j.txt': { redirect: '/d/e.txt', sha: sha(data.get('e')!) },
+    'x/g-link': { redirect: '/d/g.txt', metacopy: true },
+    'x/h3': { redirect: '/d/h.txt' },
+    'x/i2': { redirect: '/d/i.txt' }
+  }, 'kernel: metadata-only copies with relative and absolute redirects')
+  t.same(run(mountStratafs), kernel, 'stratafs: the same copies, redirects, data and block counts')
 })

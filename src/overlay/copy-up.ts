@@ -120,6 +120,22 @@ export class CopyUp {
   }
 
   /**
+   * Before a rename or a link moves the metadata-only copy at `path`, records where its data is,
+   * as kernel overlayfs does (ovl_set_redirect): its name while it stays in its directory, else its
+   * absolute path. A redirect it has is kept when it still holds: always, if absolute.
+   */
+  redirectBeforeMove (path: string, samedir: boolean): void {
+    const st = this.upper.stat(path)
+    if (st === undefined || !this.isMetacopy(path, st)) return
+    const real = this.upper.real(path)
+    const current = sys.lgetxattr(real, this.upper.xattrs.redirect)?.toString()
+    if (current !== undefined && (samedir || current.startsWith('/'))) return
+    const name = current ?? path.slice(path.lastIndexOf('/') + 1)
+    const parent = parentOf(path)
+    sys.lsetxattr(real, this.upper.xattrs.redirect, Buffer.from(samedir ? name : `${parent === '/' ? '' : parent}/${name}`))
+  }
+
+  /**
    * Gives a metadata-only copy its data, in place: the xattr goes last, so until the copy is
    * whole, readers (and a crash) still see the lower data. Its times stay those it showed. A
    * copy that fails (a full disk) gives back the blocks it had filled, as a hole that keeps the

@@ -8,7 +8,7 @@ import { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { type Attr, type Caller, lowerIno, toAttr } from './attr.js'
 import { CopyUp, type CopyNeed } from './copy-up.js'
 import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
-import { lowerDataPath } from './materialize.js'
+import { lowerDataOf, lowerDataPath } from './materialize.js'
 import { S_ISGID, isDirMode, isLinkMode } from './mode.js'
 import { Upper, parentOf } from './upper.js'
 
@@ -443,10 +443,20 @@ export class Overlay {
   }
 
   async link (src: string, dst: string): Promise<void> {
-    const { upper, copyUp } = this.writable()
+    const { upper } = this.writable()
     if (isDirMode(this.resolve(src).attr.mode)) throw new StrataError('EPERM', `${src}: is a directory`)
-    await copyUp.file(src)
+    await this.copiedUpToMove(src, false)
     await this.place(dst, undefined, false, real => fs.linkSync(upper.real(src), real))
+  }
+
+  /**
+   * Copies up a file about to move or to gain a name. With metacopy, as the kernel, only its
+   * metadata, and a metadata-only copy records where its data is (CopyUp.redirectBeforeMove).
+   */
+  private async copiedUpToMove (path: string, samedir: boolean): Promise<void> {
+    const { copyUp } = this.writable()
+    await copyUp.file(path, 'meta')
+    copyUp.redirectBeforeMove(path, samedir)
   }
 
   async unlink (path: string): Promise<void> {
@@ -515,7 +525,7 @@ export class Overlay {
         throw new StrataError('ENOTEMPTY', `${dst}: directory not empty`)
       }
     }
-    if (!srcIsDir) await copyUp.file(src)
+    if (!srcIsDir) await this.copiedUpToMove(src, parentOf(src) === parentOf(dst))
     copyUp.dirs(parentOf(dst))
     const srcReal = upper.real(src)
     const dstReal = upper.real(dst)
@@ -560,8 +570,9 @@ export class Overlay {
     const bIsDir = isDirMode(rb.attr.mode)
     const aOpaque = aIsDir && this.movableDir(a).opaque
     const bOpaque = bIsDir && this.movableDir(b).opaque
-    if (!aIsDir) await copyUp.file(a)
-    if (!bIsDir) await copyUp.file(b)
+    const samedir = parentOf(a) === parentOf(b)
+    if (!aIsDir) await this.copiedUpToMove(a, samedir)
+    if (!bIsDir) await this.copiedUpToMove(b, samedir)
     // Lower names at either destination must not show through a directory moved there.
     if (aIsDir && !aOpaque && this.isMerged(parentOf(b))) upper.setOpaque(upper.real(a))
     if (bIsDir && !bOpaque && this.isMerged(parentOf(a))) upper.setOpaque(upper.real(b))
@@ -650,7 +661,7 @@ export class Overlay {
     }
     const attr = toAttr(st, this.copyUp?.inoOf.get(st.ino) ?? st.ino, this.links(st))
     // A metadata-only copy occupies the lower file's blocks, as the kernel reports it.
-    if (this.isMetacopy(path, st)) attr.blocks = this.lowerOf(path)?.attr.blocks ?? attr.blocks
+    if (this.isMetacopy(path, st)) attr.blocks = lowerDataOf(this.lower, path, upper.real(path), upper.xattrs)?.entry.attr.blocks ?? attr.blocks
     return { attr, upper: st }
   }
 
