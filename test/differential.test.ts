@@ -14,7 +14,7 @@ import { diffTrees, snapshot, type Tree } from './lib/tree.js'
  * Issue 3: the same random operations applied through kernel overlayfs and through stratafs, each
  * over its own copy of the same layers and upper. Every result (success or errno) must agree, the
  * merged trees must agree after every batch, and at the end so must the two upper directories,
- * whiteouts and opaque markers included. Then each upper is mounted by the other implementation.
+ * whiteouts and the kernel's markers included. Then each upper is mounted by the other implementation.
  *
  * Replay one seed: STRATAFS_SEED=<n> [STRATAFS_DIFF_EXCHANGE=1] npx tap test/differential.test.ts
  * (STRATAFS_DIFF_OPS, STRATAFS_DIFF_SKIP and STRATAFS_DIFF_LOG are described below.)
@@ -199,15 +199,36 @@ function forgetWhiteoutLinks (tree: Tree): Tree {
   }))
 }
 
-/** Directories marked opaque with the kernel's xattr, which snapshot() leaves out. */
-function opaqueDirs (upper: string, rel = ''): string[] {
+/**
+ * The kernel's markers that snapshot() leaves out: opaque directories, metadata-only copies and
+ * their redirects, one line each. (Origins and impure marks are the kernel's alone.)
+ */
+function overlayMarks (upper: string, rel = '', dir = true): string[] {
   const out: string[] = []
   const abs = rel === '' ? upper : join(upper, rel)
-  if (lgetxattr(abs, 'trusted.overlay.opaque')?.toString() === 'y') out.push(rel === '' ? '/' : `/${rel}`)
+  const shown = rel === '' ? '/' : `/${rel}`
+  if (lgetxattr(abs, 'trusted.overlay.opaque')?.toString() === 'y') out.push(`${shown} opaque`)
+  if (lgetxattr(abs, 'trusted.overlay.metacopy') !== undefined) out.push(`${shown} metacopy`)
+  const redirect = lgetxattr(abs, 'trusted.overlay.redirect')
+  if (redirect !== undefined) out.push(`${shown} redirect ${redirect.toString()}`)
+  if (!dir) return out
   for (const e of readdirSync(abs, { withFileTypes: true })) {
-    if (e.isDirectory()) out.push(...opaqueDirs(upper, rel === '' ? e.name : `${rel}/${e.name}`))
+    if (e.isDirectory() || e.isFile()) out.push(...overlayMarks(upper, rel === '' ? e.name : `${rel}/${e.name}`, e.isDirectory()))
   }
   return out
+}
+
+/** A rename or an exchange with a directory on either side, as the kernel's mount shows them. */
+function movesDirectory (root: string, op: Op): boolean {
+  if (op.kind !== 'rename' && op.kind !== 'exchange') return false
+  const isDir = (path: string): boolean => {
+    try {
+      return lstatSync(join(root, path)).isDirectory()
+    } catch {
+      return false
+    }
+  }
+  return isDir(op.path) || (op.kind === 'exchange' && isDir(op.to))
 }
 
 function freshDir (dir: string): string {
@@ -235,26 +256,37 @@ interface Run {
   seed: number
   /** Also RENAME_EXCHANGE: seeds recorded before it existed run without it, as they were found. */
   exchange: boolean
+  /**
+   * Both mounted with metacopy=on, as the daemon mounts containers. The kernel then also turns
+   * redirect_dir on and renames directories that stratafs refuses with EXDEV, as it does without
+   * (mv then copies): those are asked of stratafs first, and the kernel is left out when it refuses.
+   */
+  metacopy: boolean
 }
 
 /**
- * STRATAFS_SEED alone when given (a replay; STRATAFS_DIFF_EXCHANGE=1 for a run with exchanges),
- * else fixed seeds plus one new per run.
+ * STRATAFS_SEED alone when given (a replay; STRATAFS_DIFF_EXCHANGE=1 for a run with exchanges,
+ * STRATAFS_DIFF_METACOPY=1 for one with metacopy=on), else fixed seeds plus two new per run.
  */
 function runs (): Run[] {
   const env = process.env.STRATAFS_SEED
-  if (env !== undefined && env !== '') return [{ seed: Number(env), exchange: process.env.STRATAFS_DIFF_EXCHANGE === '1' }]
+  if (env !== undefined && env !== '') {
+    return [{ seed: Number(env), exchange: process.env.STRATAFS_DIFF_EXCHANGE === '1', metacopy: process.env.STRATAFS_DIFF_METACOPY === '1' }]
+  }
+  const fresh = (): number => Math.floor(Math.random() * 2 ** 31)
   return [
-    ...[1, 2, 3, ...FOUND].map((seed) => ({ seed, exchange: false })),
-    ...[4, ...FOUND_WITH_EXCHANGES, Math.floor(Math.random() * 2 ** 31)].map((seed) => ({ seed, exchange: true }))
+    ...[1, 2, 3, ...FOUND].map((seed) => ({ seed, exchange: false, metacopy: false })),
+    ...[4, ...FOUND_WITH_EXCHANGES, fresh()].map((seed) => ({ seed, exchange: true, metacopy: false })),
+    ...[5, fresh()].map((seed) => ({ seed, exchange: true, metacopy: true }))
   ]
 }
 
 const labels: [string, string] = ['kernel', 'stratafs']
 
-for (const { seed, exchange } of runs()) {
-  const replay = `STRATAFS_SEED=${seed}${exchange ? ' STRATAFS_DIFF_EXCHANGE=1' : ''}`
-  t.test(`seed ${seed}${exchange ? ', with exchanges' : ''}`, async (t) => {
+for (const { seed, exchange, metacopy } of runs()) {
+  const replay = `STRATAFS_SEED=${seed}${exchange ? ' STRATAFS_DIFF_EXCHANGE=1' : ''}${metacopy ? ' STRATAFS_DIFF_METACOPY=1' : ''}`
+  const options = metacopy ? ['metacopy=on'] : []
+  t.test(`seed ${seed}${exchange ? ', with exchanges' : ''}${metacopy ? ', metacopy=on' : ''}`, async (t) => {
     t.comment(`replay: ${replay} npx tap test/differential.test.ts`)
     const base = mkdtempSync(join(tmpdir(), 'sdiff-'))
     t.teardown(() => rmSync(base, { recursive: true, force: true }))
@@ -265,8 +297,8 @@ for (const { seed, exchange } of runs()) {
     }).reverse()
     const kside = buildFixture(base, 'kernel', lowers)
     const sside = buildFixture(base, 'stratafs', lowers)
-    const kmnt = mountKernelOverlay(t, { lowerDirs: kside.lowers, upperDir: kside.upper, workDir: kside.work })
-    const smnt = mountStratafs(t, { lowerDirs: sside.lowers, upperDir: sside.upper, workDir: sside.work })
+    const kmnt = mountKernelOverlay(t, { lowerDirs: kside.lowers, upperDir: kside.upper, workDir: kside.work, options })
+    const smnt = mountStratafs(t, { lowerDirs: sside.lowers, upperDir: sside.upper, workDir: sside.work, options })
 
     const initial = diffTrees(snapshot(kmnt), snapshot(smnt), { names: labels, ignoreGhosts: 'a' })
     t.same(initial, [], 'the two mounts start out equal')
@@ -284,8 +316,15 @@ for (const { seed, exchange } of runs()) {
       const op = gen.next(walkView(kmnt))
       if (SKIP.has(op.kind)) continue
       mask.prepare(op, kmnt)
-      const kres = applyOp(kmnt, op)
-      const sres = applyOp(smnt, op)
+      let kres: string
+      let sres: string
+      if (metacopy && movesDirectory(kmnt, op)) {
+        sres = applyOp(smnt, op)
+        kres = sres === 'EXDEV' ? sres : applyOp(kmnt, op)
+      } else {
+        kres = applyOp(kmnt, op)
+        sres = applyOp(smnt, op)
+      }
       log.push(`#${i} ${describeOp(op)} → ${kres}${sres === kres ? '' : ` | stratafs: ${sres}`}`)
       mask.record(op, kres.startsWith('ok') && sres.startsWith('ok'), kmnt)
       if (kres !== sres) {
@@ -310,6 +349,17 @@ for (const { seed, exchange } of runs()) {
             samePaths: history(paths), tail: tail()
           })
         }
+        // The markers too, while the files they mark exist: most metadata-only copies get their data later.
+        const kmarks = overlayMarks(kside.upper)
+        const smarks = overlayMarks(sside.upper)
+        const marks = [...kmarks.filter(m => !smarks.includes(m)).map(m => `kernel only: ${m}`), ...smarks.filter(m => !kmarks.includes(m)).map(m => `stratafs only: ${m}`)]
+        if (!failed && marks.length > 0) {
+          failed = true
+          const paths = marks.slice(0, 5).map((m) => m.split(' ')[2]!.slice(1))
+          t.fail(`seed ${seed}: the uppers' markers differ after op #${i}`, {
+            diagnostic: true, seed, op: i, replay, marks: marks.join('\n'), samePaths: history(paths), tail: tail()
+          })
+        }
       }
     }
     if (!failed) t.pass(`seed ${seed}: ${OPS} operations agree`)
@@ -327,13 +377,13 @@ for (const { seed, exchange } of runs()) {
     const [kum, sum] = maskTimes(ku, su, mask, kernelFinal)
     t.same(diffTrees(kum, sum, { names: ['kernel upper', 'stratafs upper'], root: false }), [],
       `seed ${seed}: the upper directories agree (whiteouts, modes, owners, contents, xattrs)`)
-    t.same(opaqueDirs(sside.upper), opaqueDirs(kside.upper), `seed ${seed}: the same directories are opaque in both uppers`)
+    t.same(overlayMarks(sside.upper), overlayMarks(kside.upper), `seed ${seed}: the same opaque directories, metadata-only copies and redirects in both uppers`)
 
     // Each implementation reads the other's upper.
-    const kOnS = mountKernelOverlay(t, { lowerDirs: lowers, upperDir: sside.upper, workDir: freshDir(join(base, 'w-k-on-s')) })
+    const kOnS = mountKernelOverlay(t, { lowerDirs: lowers, upperDir: sside.upper, workDir: freshDir(join(base, 'w-k-on-s')), options })
     t.same(diffTrees(stratafsFinal, snapshot(kOnS), { names: ['stratafs', 'kernel on stratafs upper'], ignoreGhosts: 'b' }), [],
       `seed ${seed}: kernel overlayfs on the stratafs upper shows what stratafs showed`)
-    const sOnK = mountStratafs(t, { lowerDirs: lowers, upperDir: kside.upper, workDir: freshDir(join(base, 'w-s-on-k')) })
+    const sOnK = mountStratafs(t, { lowerDirs: lowers, upperDir: kside.upper, workDir: freshDir(join(base, 'w-s-on-k')), options })
     t.same(diffTrees(kernelFinal, snapshot(sOnK), { names: ['kernel', 'stratafs on kernel upper'], ignoreGhosts: 'a' }), [],
       `seed ${seed}: stratafs on the kernel upper shows what the kernel showed`)
     unmountFuse(sOnK)

@@ -159,7 +159,7 @@ t.test('a file made where a metadata-only copy was removed reads its own data, a
   t.same(names.map(name => lstatSync(join(mnt, name)).size), names.map(name => `new ${name}\n`.length), 'and shows its own size')
 })
 
-t.test('with metacopy=on, a rename, an exchange or a link of a lower file copies its metadata only and leaves the redirects kernel overlayfs leaves', async (t) => {
+t.test('with metacopy=on, a rename, an exchange, a link or a chmod of a lower file (an empty one too) copies its metadata only and leaves the redirects kernel overlayfs leaves', async (t) => {
   const names = ['c', 'e', 'g', 'h', 'i', 'j']
   const data = new Map(names.map((n, i) => [n, randomBytes(64 * 1024 + i)]))
   // Each step on one mount; then what the upper holds and what the mount shows, per final name.
@@ -168,6 +168,7 @@ t.test('with metacopy=on, a rename, an exchange or a link of a lower file copies
     mkdirSync(join(d.lower, 'd'))
     mkdirSync(join(d.lower, 'x'))
     for (const [n, bytes] of data) writeFileSync(join(d.lower, `d/${n}.txt`), bytes)
+    writeFileSync(join(d.lower, 'd/empty'), '')
     const mnt = mount(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: d.work, options: ['metacopy=on'] })
     const at = (p: string): string => join(mnt, p)
     renameSync(at('d/c.txt'), at('d/c2'))
@@ -178,8 +179,9 @@ t.test('with metacopy=on, a rename, an exchange or a link of a lower file copies
     chmodSync(at('d/i.txt'), 0o600)
     renameSync(at('d/i.txt'), at('x/i2'))
     renameat2(at('d/j.txt'), at('x/e2'), RENAME_EXCHANGE)
+    chmodSync(at('d/empty'), 0o600)
     const out: Record<string, unknown> = {}
-    for (const p of ['d/c2', 'd/g.txt', 'x/g-link', 'x/h3', 'x/i2', 'x/e2', 'd/j.txt']) {
+    for (const p of ['d/c2', 'd/g.txt', 'x/g-link', 'x/h3', 'x/i2', 'x/e2', 'd/j.txt', 'd/empty']) {
       const upperFile = join(d.upper, p)
       out[p] = {
         redirect: lgetxattr(upperFile, 'trusted.overlay.redirect')?.toString(),
@@ -197,7 +199,8 @@ t.test('with metacopy=on, a rename, an exchange or a link of a lower file copies
     'd/j.txt': { redirect: '/d/e.txt', sha: sha(data.get('e')!) },
     'x/g-link': { redirect: '/d/g.txt', metacopy: true },
     'x/h3': { redirect: '/d/h.txt' },
-    'x/i2': { redirect: '/d/i.txt' }
-  }, 'kernel: metadata-only copies with relative and absolute redirects')
+    'x/i2': { redirect: '/d/i.txt' },
+    'd/empty': { metacopy: true }
+  }, 'kernel: metadata-only copies (of an empty file too) with relative and absolute redirects')
   t.same(run(mountStratafs), kernel, 'stratafs: the same copies, redirects, data and block counts')
 })

@@ -14,8 +14,8 @@ import { type Upper, parentOf } from './upper.js'
 
 /**
  * How much of a file a change needs in the upper: everything, nothing of its data (it is about
- * to be truncated to zero), or only its metadata (chmod, chown, utimens, xattrs) when metacopy is
- * on, the data following on the first data write.
+ * to be truncated to zero), or only its metadata (chmod, chown, utimens, xattrs, a rename or a
+ * link) when metacopy is on, the data following on the first data write.
  */
 export type CopyNeed = 'data' | 'none' | 'meta'
 
@@ -107,7 +107,8 @@ export class CopyUp {
       this.dirs(path)
       return undefined
     }
-    const how = need === 'meta' && !(this.metacopy && (entry.attr.mode & S_IFMT) === S_IFREG && entry.attr.size > 0) ? 'data' : need
+    // As the kernel, an empty file too is copied as metadata only.
+    const how = need === 'meta' && !(this.metacopy && (entry.attr.mode & S_IFMT) === S_IFREG) ? 'data' : need
     return await this.track(path, () => this.node(path, entry, how, keep))
   }
 
