@@ -42,6 +42,7 @@ t.test('chmod of a big lower file in a container, then commit', async (t) => {
   await cli(t, d, ['mount', 'mc:1', mnt, '--name', 'c1'])
   chmodSync(join(mnt, 'data/big'), 0o600)
   chmodSync(join(mnt, 'data/small'), 0o640)
+  renameSync(join(mnt, 'data/small'), join(mnt, 'data/moved'))
 
   const [container] = JSON.parse(await cli(t, d, ['ps', '--json'])) as Array<{ id: string }>
   const upper = join(d.root, 'containers', container!.id, 'upper')
@@ -54,7 +55,7 @@ t.test('chmod of a big lower file in a container, then commit', async (t) => {
   const shown = snapshot(mnt)
 
   const diff = (await cli(t, d, ['diff', 'c1'])).split('\n').filter(Boolean)
-  t.same(diff, ['C /data', 'C /data/big', 'C /data/small'], 'diff shows the metadata changes')
+  t.same(diff, ['C /data', 'C /data/big', 'A /data/moved', 'D /data/small'], 'diff shows the metadata changes and the move')
 
   await cli(t, d, ['commit', 'c1', 'mc:committed'])
   const [inspected] = JSON.parse(await cli(t, d, ['image', 'inspect', 'mc:committed'])) as Array<{ RootFS: { Layers: string[] } }>
@@ -63,6 +64,9 @@ t.test('chmod of a big lower file in a container, then commit', async (t) => {
   t.equal(layerBig.blocks * 512 >= BIG, true, 'the committed layer holds the data')
   t.equal(lgetxattr(join(layer, 'data/big'), METACOPY), undefined, 'and no metacopy xattr')
   t.equal(sha(readFileSync(join(layer, 'data/big'))), sha(big), 'the lower data, byte for byte')
+  t.equal(readFileSync(join(layer, 'data/moved'), 'utf8'), 'small\n', 'a moved metadata-only copy holds the data its redirect names')
+  t.same([lgetxattr(join(upper, 'data/moved'), 'trusted.overlay.redirect')?.toString(), lgetxattr(join(layer, 'data/moved'), 'trusted.overlay.redirect')],
+    ['small', undefined], 'the container\'s upper has the redirect, the layer none')
 
   const ro = d.dir('ro')
   await cli(t, d, ['mount', 'mc:committed', ro, '--read-only'])
