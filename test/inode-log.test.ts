@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { appendFileSync, lstatSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
+import { appendFileSync, lstatSync, mkdirSync, readFileSync, renameSync, rmdirSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { repoDir } from './lib/daemon.js'
@@ -95,3 +95,35 @@ for (const volatile of [false, true]) {
     else t.ok(synced >= 0 && synced < renamed, 'fsynced before the rename')
   })
 }
+
+t.test('entries made in the inode numbers of removed copied-up directories show their own numbers', async t => {
+  const d = stackDirs(t, 'inode-reuse')
+  const dirs = Array.from({ length: 40 }, (_, i) => `d${i}`)
+  for (const dir of dirs) mkdirSync(join(d.lower, dir))
+  const mnt = mountStratafs(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: d.work })
+  const freed = new Set<number>()
+  dirs.forEach((dir, i) => {
+    writeFileSync(join(mnt, dir, 'x'), '')
+    freed.add(lstatSync(join(d.upper, dir)).ino)
+    unlinkSync(join(mnt, dir, 'x'))
+    // Half go by rmdir, half under a directory renamed over them.
+    if (i % 2 === 0) {
+      rmdirSync(join(mnt, dir))
+    } else {
+      mkdirSync(join(mnt, `new${i}`))
+      renameSync(join(mnt, `new${i}`), join(mnt, dir))
+    }
+  })
+  const made = dirs.flatMap((_, i) => {
+    mkdirSync(join(mnt, `n${i}`))
+    writeFileSync(join(mnt, `f${i}`), '')
+    return [`n${i}`, `f${i}`]
+  })
+  // The upper filesystem hands some of the freed numbers out again (here, at least one).
+  const reused = made.filter(name => freed.has(lstatSync(join(d.upper, name)).ino)).length
+  t.same(made.map(name => lstatSync(join(mnt, name)).ino), made.map(name => lstatSync(join(d.upper, name)).ino),
+    `new entries show their own inode numbers (${reused} of them a removed directory's), none a lower directory's`)
+  t.equal(unmountFuse(mnt), undefined, 'unmounted')
+  const kept = readFileSync(join(d.work, LOG), 'utf8').split('\n').filter(line => freed.has(Number(line.split(' ')[0])))
+  t.same(kept, [], 'the inode log, rewritten at unmount, keeps no mapping of a removed directory')
+})

@@ -494,6 +494,7 @@ export class Overlay {
       copyUp.dirs(parentOf(path))
       upper.whiteout(path)
     } else {
+      if (r.upper !== undefined) copyUp.inoOf.forget(r.upper.ino)
       // The upper copy may still hold whiteouts: move it out of sight whole, then delete it.
       fs.rmSync(upper.takeAway(path, needsWhiteout), { recursive: true, force: true })
     }
@@ -531,7 +532,7 @@ export class Overlay {
     const dstReal = upper.real(dst)
     const srcNeedsWhiteout = this.lowerOf(src) !== undefined
     let dstSt = upper.stat(dst)
-    if (dstSt !== undefined && !isDirMode(dstSt.mode) && dstSt.nlink <= 1) copyUp.inoOf.forget(dstSt.ino)
+    if (dstSt !== undefined && (isDirMode(dstSt.mode) || dstSt.nlink <= 1)) copyUp.inoOf.forget(dstSt.ino)
     let trash: string | undefined
     if (dstSt !== undefined && isDirMode(dstSt.mode)) {
       trash = upper.tmpName()
