@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { appendFileSync, lstatSync, mkdirSync, readFileSync, renameSync, rmdirSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, closeSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { repoDir } from './lib/daemon.js'
@@ -96,12 +96,21 @@ for (const volatile of [false, true]) {
   })
 }
 
-t.test('entries made in the inode numbers of removed copied-up directories show their own numbers', async t => {
+t.test('entries made in the inode numbers of removed copies (directories, files unlinked while open) show their own numbers', async t => {
   const d = stackDirs(t, 'inode-reuse')
   const dirs = Array.from({ length: 40 }, (_, i) => `d${i}`)
-  for (const dir of dirs) mkdirSync(join(d.lower, dir))
+  for (const dir of dirs) {
+    mkdirSync(join(d.lower, dir))
+    writeFileSync(join(d.lower, `${dir}.txt`), 'lower\n')
+  }
   const mnt = mountStratafs(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: d.work })
   const freed = new Set<number>()
+  for (const dir of dirs) {
+    const fd = openSync(join(mnt, `${dir}.txt`), 'r+')
+    freed.add(lstatSync(join(d.upper, `${dir}.txt`)).ino)
+    unlinkSync(join(mnt, `${dir}.txt`))
+    closeSync(fd)
+  }
   dirs.forEach((dir, i) => {
     writeFileSync(join(mnt, dir, 'x'), '')
     freed.add(lstatSync(join(d.upper, dir)).ino)
@@ -122,8 +131,8 @@ t.test('entries made in the inode numbers of removed copied-up directories show 
   // The upper filesystem hands some of the freed numbers out again (here, at least one).
   const reused = made.filter(name => freed.has(lstatSync(join(d.upper, name)).ino)).length
   t.same(made.map(name => lstatSync(join(mnt, name)).ino), made.map(name => lstatSync(join(d.upper, name)).ino),
-    `new entries show their own inode numbers (${reused} of them a removed directory's), none a lower directory's`)
+    `new entries show their own inode numbers (${reused} of them a removed copy's), none a lower file's`)
   t.equal(unmountFuse(mnt), undefined, 'unmounted')
   const kept = readFileSync(join(d.work, LOG), 'utf8').split('\n').filter(line => freed.has(Number(line.split(' ')[0])))
-  t.same(kept, [], 'the inode log, rewritten at unmount, keeps no mapping of a removed directory')
+  t.same(kept, [], 'the inode log, rewritten at unmount, keeps no mapping of a removed copy')
 })

@@ -465,9 +465,10 @@ export class Overlay {
     if (hidden !== undefined) {
       this.hidden.delete(path)
       if (hidden.owned) {
-        const ino = sys.lstat(hidden.real).ino
+        const st = sys.lstat(hidden.real)
         fs.unlinkSync(hidden.real)
-        this.noteHiddenLink(ino, -1)
+        this.noteHiddenLink(st.ino, -1)
+        if (st.nlink <= 1) copyUp.inoOf.forget(st.ino)
       }
       return
     }
