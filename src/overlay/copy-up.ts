@@ -101,7 +101,7 @@ export class CopyUp {
       if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, () => this.completeData(path, st, need === 'data'))
       return undefined
     }
-    const entry = this.lower.lookup(path)
+    const entry = this.lower.lookup(this.upper.lowerPath(path))
     if (entry === undefined) throw new StrataError('ENOENT', `${path}: not in the lower layers`)
     if ((entry.attr.mode & S_IFMT) === S_IFDIR) {
       this.dirs(path)
@@ -148,7 +148,7 @@ export class CopyUp {
     if (data) {
       const to = fs.openSync(real, fs.constants.O_WRONLY)
       try {
-        await this.copyInto(lowerDataPath(this.lower, path, real, this.upper.xattrs), to, st.size, false)
+        await this.copyInto(lowerDataPath(this.lower, this.upper.lowerPath(path), real, this.upper.xattrs), to, st.size, false)
       } catch (err) {
         try {
           sys.fallocate(to, sys.FALLOC_FL_PUNCH_HOLE | sys.FALLOC_FL_KEEP_SIZE, 0, st.size)
@@ -188,7 +188,7 @@ export class CopyUp {
   dirs (path: string): void {
     if (this.upper.dirAt(path) !== null) return
     if (path !== '/') this.dirs(parentOf(path))
-    const entry = this.lower.lookup(path)
+    const entry = this.lower.lookup(this.upper.lowerPath(path))
     if (entry === undefined || (entry.attr.mode & S_IFMT) !== S_IFDIR) {
       throw new StrataError('ENOENT', `${path}: no lower directory to copy up`)
     }
@@ -207,7 +207,7 @@ export class CopyUp {
     } else {
       const tmp = this.upper.tmpName()
       try {
-        if (type === S_IFLNK) fs.symlinkSync(entry.target ?? fs.readlinkSync(this.lower.realPath(path, entry)), tmp)
+        if (type === S_IFLNK) fs.symlinkSync(entry.target ?? fs.readlinkSync(this.lower.realPath(this.upper.lowerPath(path), entry)), tmp)
         else sys.mknod(tmp, type, entry.attr.rdev)
         this.finish(path, entry, tmp, byPath(tmp))
       } catch (err) {
@@ -234,7 +234,7 @@ export class CopyUp {
         fs.ftruncateSync(fd, size)
         sys.fsetxattr(fd, this.upper.xattrs.metacopy, Buffer.alloc(0))
       } else if (need === 'data' && size > 0) {
-        await this.copyInto(this.lower.realPath(path, entry), fd, size, blocks * 512 >= size)
+        await this.copyInto(this.lower.realPath(this.upper.lowerPath(path), entry), fd, size, blocks * 512 >= size)
       }
       const ino = this.finish(path, entry, spare.path, byFd(fd, spare.owner, spare.ino))
       if (need === 'meta') this.whole.delete(ino)
@@ -264,7 +264,7 @@ export class CopyUp {
   /** Gives the node built at `tmp` the lower entry's metadata, renames it to `path` in the upper: its inode. */
   private finish (path: string, entry: IndexEntry, tmp: string, node: Building): number {
     const { attr } = entry
-    const src = this.lower.realPath(path, entry)
+    const src = this.lower.realPath(this.upper.lowerPath(path), entry)
     for (const name of sys.llistxattr(src)) {
       if (this.upper.xattrs.isPrivate(name)) continue
       const value = sys.lgetxattr(src, name)

@@ -3,11 +3,12 @@ import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { lgetxattr } from '../sys/index.js'
 import type { IndexEntry, LowerIndex } from './lower-index.js'
 import { S_IFMT, S_IFREG } from './mode.js'
-import { parentOf } from './upper.js'
+import { isRedirect, parentOf } from './upper.js'
 
 /**
- * The lower file holding the data of the metacopy upper file `upperFile`, shown at `path`: the
- * topmost lower regular file at the path its redirect xattr names, else at its own path. A
+ * The lower file holding the data of the metacopy upper file `upperFile`, whose lower path is
+ * `path` (Upper.lowerPath): the topmost lower regular file at the path its redirect xattr names,
+ * else at `path`. A
  * rename or a link gives a metadata-only copy a redirect (see CopyUp.redirectBeforeMove), an
  * absolute path or a name in the same directory, as kernel overlayfs does with metacopy=on.
  * Undefined when there is none: the upper and its layers do not belong together.
@@ -26,12 +27,11 @@ export function lowerDataPath (lower: LowerIndex, path: string, upperFile: strin
   return data.real
 }
 
-/** The path a redirect xattr names, as the kernel reads one (no empty, `.` or `..` names); undefined if invalid. */
+/** The lower path a redirect xattr names for the file at lower path `path`; undefined if the kernel would not follow it. */
 function redirected (path: string, value: Buffer | undefined): string | undefined {
   if (value === undefined) return path
   const redirect = value.toString()
-  const names = redirect.startsWith('/') ? redirect.slice(1).split('/') : [redirect]
-  if (names.some(name => name === '' || name === '.' || name === '..' || name.includes('/'))) return undefined
+  if (!isRedirect(redirect)) return undefined
   if (redirect.startsWith('/')) return redirect
   const parent = parentOf(path)
   return parent === '/' ? `/${redirect}` : `${parent}/${redirect}`

@@ -202,7 +202,7 @@ export class Overlay {
       }
     }
     if (this.lowerVisible(path)) {
-      this.lower.forEachListed(path, (name, mode, layer, ino) => {
+      this.lower.forEachListed(this.lowerPathOf(path), (name, mode, layer, ino) => {
         if (!seen.has(name)) out.push({ name, mode, ino: lowerIno(layer, ino) })
       })
     }
@@ -490,7 +490,7 @@ export class Overlay {
     if (!isDirMode(r.attr.mode)) throw new StrataError('ENOTDIR', `${path}: not a directory`)
     if (path === '/') throw new StrataError('EBUSY', 'the root cannot be removed')
     if (this.readdir(path).length > 2) throw new StrataError('ENOTEMPTY', `${path}: directory not empty`)
-    const needsWhiteout = this.lowerOf(path) !== undefined
+    const needsWhiteout = this.lowerUnder(path) !== undefined
     if (upper.dirAt(path) === null) {
       copyUp.dirs(parentOf(path))
       upper.whiteout(path)
@@ -656,14 +656,15 @@ export class Overlay {
     if (upper === undefined || st === undefined) return this.fromLower(this.lowerOf(path))
     if (upper.isWhiteout(st)) return undefined
     if (isDirMode(st.mode)) {
-      const lower = this.lowerOf(path)
-      if (lower !== undefined && isDirMode(lower.attr.mode) && upper.dirAt(path)?.opaque !== true) {
+      // Its own state first: a redirect there says where its lower directory is.
+      const lower = upper.dirAt(path)?.opaque === true ? undefined : this.lowerOf(path)
+      if (lower !== undefined && isDirMode(lower.attr.mode)) {
         return { attr: toAttr(st, lowerIno(lower.layer, lower.attr.ino), 1), upper: st, lower }
       }
     }
     const attr = toAttr(st, this.copyUp?.inoOf.get(st.ino) ?? st.ino, this.links(st))
     // A metadata-only copy occupies the lower file's blocks, as the kernel reports it.
-    if (this.isMetacopy(path, st)) attr.blocks = lowerDataOf(this.lower, path, upper.real(path), upper.xattrs)?.entry.attr.blocks ?? attr.blocks
+    if (this.isMetacopy(path, st)) attr.blocks = lowerDataOf(this.lower, upper.lowerPath(path), upper.real(path), upper.xattrs)?.entry.attr.blocks ?? attr.blocks
     return { attr, upper: st }
   }
 
@@ -676,14 +677,29 @@ export class Overlay {
   /** The lower entry at `path`, when the upper does not hide its whole directory. */
   private lowerOf (path: string): IndexEntry | undefined {
     if (path === '/') return this.lower.root
-    return this.lowerVisible(parentOf(path)) ? this.lower.lookup(path) : undefined
+    const visible = this.upper?.redirectsFromRoot(path) === true || this.lowerVisible(parentOf(path))
+    return visible ? this.lower.lookup(this.lowerPathOf(path)) : undefined
+  }
+
+  /**
+   * The lower entry under the name of `path` in its parent's lower directory, whatever a redirect
+   * of its own says: what a whiteout must hide when the name goes (the kernel's ovl_lower_positive).
+   */
+  private lowerUnder (path: string): IndexEntry | undefined {
+    if (!this.lowerVisible(parentOf(path))) return undefined
+    return this.lower.lookup(join(this.lowerPathOf(parentOf(path)), path.slice(path.lastIndexOf('/') + 1)))
   }
 
   /** Whether the lower names inside directory `dir` show through. */
   private lowerVisible (dir: string): boolean {
     if (this.upper === undefined || dir === '/') return true
-    if (this.upper.dirAt(dir)?.opaque === true) return false
-    return this.lower.isDir(dir) && this.lowerVisible(parentOf(dir))
+    if (this.upper.dirAt(dir)?.opaque === true || !this.lower.isDir(this.upper.lowerPath(dir))) return false
+    return this.upper.redirectsFromRoot(dir) || this.lowerVisible(parentOf(dir))
+  }
+
+  /** Where the lower layers keep `path` (see Upper.lowerPath). */
+  private lowerPathOf (path: string): string {
+    return this.upper === undefined ? path : this.upper.lowerPath(path)
   }
 
   /** A directory present in the upper and below it, merging the two. */
@@ -697,13 +713,13 @@ export class Overlay {
   private realOf (path: string, r: Resolved): string {
     if (r.hidden !== undefined) return r.hidden.real
     if (r.upper !== undefined && this.upper !== undefined) return this.upper.real(path)
-    if (r.lower !== undefined) return this.lower.realPath(path, r.lower)
+    if (r.lower !== undefined) return this.lower.realPath(this.lowerPathOf(path), r.lower)
     throw new StrataError('ENOENT', `${path}: no such file or directory`)
   }
 
   /** The file holding a name's data: the lower file for lower names and metadata-only copies. */
   private dataOf (path: string, r: Resolved): string {
-    if (r.upper !== undefined && r.hidden === undefined && this.upper !== undefined) return lowerDataPath(this.lower, path, this.upper.real(path), this.upper.xattrs)
+    if (r.upper !== undefined && r.hidden === undefined && this.upper !== undefined) return lowerDataPath(this.lower, this.upper.lowerPath(path), this.upper.real(path), this.upper.xattrs)
     return this.realOf(path, r)
   }
 

@@ -2,8 +2,17 @@ import fs from 'node:fs'
 import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
 import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
+import { isOpaqueValue } from '../layers/overlay-xattrs.js'
 import { isKernelWhiteout, makeWhiteout } from '../layers/whiteout.js'
 import { isDirMode } from './mode.js'
+
+/**
+ * What the upper says of one of its directories: whether it is opaque, and where its lower
+ * directory is when kernel overlayfs moved it with redirect_dir (its redirect xattr: an absolute
+ * path, or a name in its parent's lower directory). stratafs follows such redirects, as the
+ * kernel does by default, and makes none: it refuses those renames with EXDEV.
+ */
+interface DirState { opaque: boolean, redirect?: string }
 
 /**
  * The writable directory of a container and its work directory, in the kernel's format:
@@ -19,8 +28,10 @@ export class Upper {
   readonly inodeLog: string
   /** Where empty files wait to become copy-ups (see SpareFiles). */
   readonly spareDir: string
-  /** Per path: null when the upper has no directory there, else whether that directory is opaque. */
-  private readonly dirState = new Map<string, { opaque: boolean } | null>()
+  /** Per path: null when the upper has no directory there. */
+  private readonly dirState = new Map<string, DirState | null>()
+  /** How many known directories carry a redirect: while none does, lowerPath has nothing to do. */
+  private redirects = 0
   private tmpCounter = 0
 
   constructor (upperDir: string, workDir: string, readonly xattrs: OverlayXattrs) {
@@ -48,19 +59,32 @@ export class Upper {
     return sys.lstatIfExists(this.real(path))
   }
 
-  /** Whether the upper holds a real directory at `path`, and if it is opaque. Cached. */
-  dirAt (path: string): { opaque: boolean } | null {
+  /** Whether the upper holds a real directory at `path`, and what it says of it. Cached. */
+  dirAt (path: string): DirState | null {
     const known = this.dirState.get(path)
     if (known !== undefined) return known
-    let state: { opaque: boolean } | null = null
+    let state: DirState | null = null
     const parent = path === '/' ? null : this.dirAt(parentOf(path))
     if (path === '/' || parent !== null) {
       const st = this.stat(path)
-      if (st !== undefined && isDirMode(st.mode)) {
-        state = { opaque: path !== '/' && this.xattrs.isOpaque(this.real(path)) }
-      }
+      if (st !== undefined && isDirMode(st.mode)) state = path === '/' ? { opaque: false } : this.readDirState(path)
     }
     this.dirState.set(path, state)
+    return state
+  }
+
+  /** One listing of its xattrs, which most directories have none of. */
+  private readDirState (path: string): DirState {
+    const real = this.real(path)
+    const names = sys.llistxattr(real)
+    const state: DirState = { opaque: names.includes(this.xattrs.opaque) && isOpaqueValue(sys.lgetxattr(real, this.xattrs.opaque)) }
+    if (!state.opaque && names.includes(this.xattrs.redirect)) {
+      const redirect = sys.lgetxattr(real, this.xattrs.redirect)?.toString()
+      if (redirect !== undefined && isRedirect(redirect)) {
+        state.redirect = redirect
+        this.redirects++
+      }
+    }
     return state
   }
 
@@ -71,6 +95,25 @@ export class Upper {
   /** After a directory goes away or moves, what was learnt below it is stale. */
   forgetDirs (): void {
     this.dirState.clear()
+    this.redirects = 0
+  }
+
+  /** Whether directory `path` finds its lower directory by an absolute redirect, whatever hides the lower above it. */
+  redirectsFromRoot (path: string): boolean {
+    return this.dirState.get(path)?.redirect?.startsWith('/') === true
+  }
+
+  /**
+   * Where the lower layers keep what the merged view shows at `path`, whose directories this
+   * has looked at (dirAt): `path` itself, unless a directory on the way (or `path`) has a redirect.
+   */
+  lowerPath (path: string): string {
+    if (this.redirects === 0 || path === '/') return path
+    const redirect = this.dirState.get(path)?.redirect
+    if (redirect?.startsWith('/') === true) return redirect
+    const parent = this.lowerPath(parentOf(path))
+    const name = redirect ?? path.slice(path.lastIndexOf('/') + 1)
+    return parent === '/' ? `/${name}` : `${parent}/${name}`
   }
 
   isWhiteout (st: Stat | undefined): boolean {
@@ -116,6 +159,15 @@ export class Upper {
   setOpaque (real: string): void {
     this.xattrs.markOpaque(real)
   }
+}
+
+/**
+ * Whether a redirect xattr's value is one the kernel follows: an absolute path with no empty, `.`
+ * or `..` names, or one such name.
+ */
+export function isRedirect (value: string): boolean {
+  const names = value.startsWith('/') ? value.slice(1).split('/') : [value]
+  return !names.some(name => name === '' || name === '.' || name === '..' || name.includes('/'))
 }
 
 export function parentOf (path: string): string {

@@ -1,0 +1,64 @@
+import { appendFileSync, mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import t from 'tap'
+import { lgetxattr } from '../src/sys/index.js'
+import { mountKernelOverlay } from './lib/kernel-overlay.js'
+import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
+import { stackDirs } from './lib/stack-dirs.js'
+import { diffTrees, snapshot } from './lib/tree.js'
+
+/**
+ * Kernel overlayfs with redirect_dir=on (which metacopy=on turns on) renames a directory from
+ * the lower layers by moving its upper copy and recording, in a redirect xattr, where its lower
+ * directory is. stratafs makes no such renames (EXDEV, as the kernel without redirect_dir), but
+ * an upper the kernel wrote must read the same through it, and change as it would on the kernel.
+ */
+t.test('an upper whose lower directories kernel overlayfs renamed (redirect_dir=on) reads and changes the same through stratafs', async (t) => {
+  const d = stackDirs(t, 'redirect-dir')
+  const lower = (p: string, content?: string): void => {
+    if (content === undefined) mkdirSync(join(d.lower, p), { recursive: true })
+    else writeFileSync(join(d.lower, p), content)
+  }
+  lower('a/sub')
+  lower('b')
+  lower('a/f1', 'f1\n')
+  lower('a/gone', 'gone\n')
+  lower('a/sub/f2', 'f2\n')
+  lower('b/x', 'x\n')
+  const layers = { lowerDirs: [d.lower], upperDir: d.upper, options: ['redirect_dir=on'] }
+  const work = (name: string): string => {
+    const dir = join(d.work, name)
+    mkdirSync(dir)
+    return dir
+  }
+
+  const kmnt = mountKernelOverlay(t, { ...layers, workDir: work('k1') })
+  const k = (p: string): string => join(kmnt, p)
+  renameSync(k('a'), k('z'))
+  mkdirSync(k('n'))
+  renameSync(k('b'), k('n/b2'))
+  renameSync(k('z/sub'), k('z/sub2'))
+  unlinkSync(k('z/gone'))
+  appendFileSync(k('z/f1'), 'kernel\n')
+  const kernel = snapshot(kmnt)
+  t.equal(spawnSync('umount', [kmnt]).status, 0, 'the kernel mount ends')
+  const redirect = (p: string): string | undefined => lgetxattr(join(d.upper, p), 'trusted.overlay.redirect')?.toString()
+  t.same([redirect('z'), redirect('n/b2'), redirect('z/sub2')], ['a', '/b', 'sub'], 'the kernel left relative and absolute redirects')
+
+  const smnt = mountStratafs(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: work('s') })
+  const s = (p: string): string => join(smnt, p)
+  t.same(diffTrees(kernel, snapshot(smnt), { names: ['kernel', 'stratafs'] }), [], 'stratafs shows the tree the kernel showed')
+  t.equal(readFileSync(s('z/sub2/f2'), 'utf8'), 'f2\n', 'a file below two redirects reads its lower data')
+  appendFileSync(s('n/b2/x'), 'stratafs\n')
+  t.equal(readFileSync(s('n/b2/x'), 'utf8'), 'x\nstratafs\n', 'a copy-up below a redirect copies the redirected lower file')
+  unlinkSync(s('z/sub2/f2'))
+  t.same(readdirSync(s('z/sub2')), [], 'a lower file removed below a redirect is gone')
+  rmdirSync(s('z/sub2'))
+  t.same(readdirSync(s('z')).sort(), ['f1'], 'so is the redirected directory removed')
+  const changed = snapshot(smnt)
+  t.equal(unmountFuse(smnt), undefined, 'stratafs unmounts')
+
+  const again = mountKernelOverlay(t, { ...layers, workDir: work('k2') })
+  t.same(diffTrees(changed, snapshot(again), { names: ['stratafs', 'kernel'] }), [], 'and the kernel reads what stratafs changed')
+})
