@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
-import { appendFileSync, chmodSync, linkSync, lstatSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, chmodSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { lgetxattr, renameat2, RENAME_EXCHANGE } from '../src/sys/index.js'
 import { startDaemon, type Daemon } from './lib/daemon.js'
@@ -207,4 +207,34 @@ t.test('with metacopy=on, a rename, an exchange, a link or a chmod of a lower fi
     'd/empty': { metacopy: true }
   }, 'kernel: metadata-only copies (of an empty file too) with relative and absolute redirects')
   t.same(run(mountStratafs), kernel, 'stratafs: the same copies, redirects, data and block counts')
+})
+
+t.test('metadata-only copies in an upper mounted without metacopy=on are listed and answer EPERM, as on kernel overlayfs', async (t) => {
+  const d = stackDirs(t, 'unfollowed')
+  writeFileSync(join(d.lower, 'meta'), 'lower data\n')
+  writeFileSync(join(d.lower, 'whole'), 'lower data\n')
+  const made = mountStratafs(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: d.work, options: ['metacopy=on'] })
+  chmodSync(join(made, 'meta'), 0o600)
+  appendFileSync(join(made, 'whole'), 'more\n')
+  t.equal(unmountFuse(made), undefined, 'the metacopy mount ends')
+  t.ok(lgetxattr(join(d.upper, 'meta'), METACOPY) !== undefined, 'it left a metadata-only copy')
+
+  const seen = (mount: typeof mountStratafs): string[] => {
+    const mnt = mount(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: d.work })
+    const code = (fn: () => unknown): string => {
+      try {
+        fn()
+        return 'ok'
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code ?? String(err)
+      }
+    }
+    const out = [readdirSync(mnt).sort().join(','), code(() => lstatSync(join(mnt, 'meta'))), code(() => readFileSync(join(mnt, 'meta'))), readFileSync(join(mnt, 'whole'), 'utf8')]
+    if (mount === mountStratafs) unmountFuse(mnt)
+    else spawnSync('umount', [mnt])
+    return out
+  }
+  const kernel = seen(mountKernelOverlay)
+  t.same(kernel, ['meta,whole', 'EPERM', 'EPERM', 'lower data\nmore\n'], 'kernel: the copy listed, and refused')
+  t.same(seen(mountStratafs), kernel, 'stratafs: the same')
 })

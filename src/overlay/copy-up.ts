@@ -112,12 +112,32 @@ export class CopyUp {
     return await this.track(path, () => this.node(path, entry, how, keep))
   }
 
-  /** Whether the upper file at `path` is a metadata-only copy (see `whole`). */
+  /** Whether the upper file at `path` is a metadata-only copy this mount follows. */
   isMetacopy (path: string, st: Stat): boolean {
-    if (!this.metacopy || (st.mode & S_IFMT) !== S_IFREG || this.whole.has(st.ino)) return false
+    return this.metacopy && this.marked(path, st)
+  }
+
+  /**
+   * A mount without metacopy does not follow a metadata-only copy, as the kernel's does not:
+   * EPERM, where the copy's own bytes (none) would show.
+   */
+  checkFollowed (path: string, st: Stat): void {
+    if (!this.metacopy && this.marked(path, st)) {
+      throw new StrataError('EPERM', `${path}: a metadata-only copy, which a mount without metacopy=on does not follow`)
+    }
+  }
+
+  /** Whether the upper file at `path` carries the metacopy marker (see `whole`). */
+  private marked (path: string, st: Stat): boolean {
+    if ((st.mode & S_IFMT) !== S_IFREG || this.whole.has(st.ino)) return false
     const meta = sys.lgetxattr(this.upper.real(path), this.upper.xattrs.metacopy) !== undefined
     if (!meta) this.whole.add(st.ino)
     return meta
+  }
+
+  /** A regular file made anew in the upper holds its whole data, whatever its inode number held before. */
+  made (ino: number): void {
+    this.whole.add(ino)
   }
 
   /**

@@ -277,7 +277,9 @@ export class Overlay {
     await this.place(path, caller, false, real => {
       fd = fs.openSync(real, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | (flags & this.syncFlags()), mode & 0o7777)
     })
-    return this.addHandle(fd, sys.fstat(fd).ino, true)
+    const { ino } = sys.fstat(fd)
+    this.copyUp?.made(ino)
+    return this.addHandle(fd, ino, true)
   }
 
   /**
@@ -636,6 +638,7 @@ export class Overlay {
     const upper = this.upper
     if (upper === undefined) return this.fromLower(this.lower.lookup(path))
     const st = path === '/' || upper.dirAt(parentOf(path)) !== null ? upper.stat(path) : undefined
+    if (st !== undefined) this.copyUp?.checkFollowed(path, st)
     return this.resolveWith(path, st)
   }
 
