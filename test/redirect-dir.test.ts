@@ -62,3 +62,31 @@ t.test('an upper whose lower directories kernel overlayfs renamed (redirect_dir=
   const again = mountKernelOverlay(t, { ...layers, workDir: work('k2') })
   t.same(diffTrees(changed, snapshot(again), { names: ['stratafs', 'kernel'] }), [], 'and the kernel reads what stratafs changed')
 })
+
+t.test('under userxattr a directory\'s redirect is not followed: it answers EPERM, as on kernel overlayfs (redirect_dir=nofollow)', async (t) => {
+  const d = stackDirs(t, 'redirect-user')
+  mkdirSync(join(d.lower, 'b'))
+  writeFileSync(join(d.lower, 'b/x'), 'x\n')
+  mkdirSync(join(d.upper, 'z'))
+  writeFileSync(join(d.upper, 'kept'), 'kept\n')
+  spawnSync('setfattr', ['-n', 'user.overlay.redirect', '-v', '/b', join(d.upper, 'z')])
+  t.equal(lgetxattr(join(d.upper, 'z'), 'user.overlay.redirect')?.toString(), '/b', 'an upper directory with a user redirect')
+  const seen = (mount: typeof mountStratafs, name: string): string[] => {
+    const workDir = join(d.work, name)
+    mkdirSync(workDir)
+    const mnt = mount(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir, options: ['userxattr'] })
+    let z: string
+    try {
+      z = readdirSync(join(mnt, 'z')).join(',')
+    } catch (err) {
+      z = (err as NodeJS.ErrnoException).code ?? String(err)
+    }
+    const out = [readdirSync(mnt).sort().join(','), z, readFileSync(join(mnt, 'kept'), 'utf8')]
+    if (mount === mountStratafs) unmountFuse(mnt)
+    else spawnSync('umount', [mnt])
+    return out
+  }
+  const kernel = seen(mountKernelOverlay, 'k')
+  t.same(kernel, ['b,kept,z', 'EPERM', 'kept\n'], 'kernel: listed, refused')
+  t.same(seen(mountStratafs, 's'), kernel, 'stratafs: the same')
+})

@@ -638,7 +638,7 @@ export class Overlay {
     const upper = this.upper
     if (upper === undefined) return this.fromLower(this.lower.lookup(path))
     const st = path === '/' || upper.dirAt(parentOf(path)) !== null ? upper.stat(path) : undefined
-    if (st !== undefined) this.copyUp?.checkFollowed(path, st)
+    if (st !== undefined) this.checkFollowed(path, st)
     return this.resolveWith(path, st)
   }
 
@@ -698,6 +698,15 @@ export class Overlay {
     if (this.upper === undefined || dir === '/') return true
     if (this.upper.dirAt(dir)?.opaque === true || !this.lower.isDir(this.upper.lowerPath(dir))) return false
     return this.upper.redirectsFromRoot(dir) || this.lowerVisible(parentOf(dir))
+  }
+
+  /** A name the kernel would not look up: a metadata-only copy or a redirect it does not follow (EPERM). */
+  private checkFollowed (path: string, st: Stat): void {
+    if (isDirMode(st.mode)) {
+      if (this.upper?.dirAt(path)?.unfollowed === true) throw new StrataError('EPERM', `${path}: a redirect under user xattrs, which the kernel does not follow either`)
+    } else {
+      this.copyUp?.checkFollowed(path, st)
+    }
   }
 
   /** Where the lower layers keep `path` (see Upper.lowerPath). */

@@ -1,8 +1,7 @@
 import fs from 'node:fs'
 import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
-import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
-import { isOpaqueValue } from '../layers/overlay-xattrs.js'
+import { OverlayXattrs, isOpaqueValue } from '../layers/overlay-xattrs.js'
 import { isKernelWhiteout, makeWhiteout } from '../layers/whiteout.js'
 import { isDirMode } from './mode.js'
 
@@ -10,9 +9,11 @@ import { isDirMode } from './mode.js'
  * What the upper says of one of its directories: whether it is opaque, and where its lower
  * directory is when kernel overlayfs moved it with redirect_dir (its redirect xattr: an absolute
  * path, or a name in its parent's lower directory). stratafs follows such redirects, as the
- * kernel does by default, and makes none: it refuses those renames with EXDEV.
+ * kernel does by default, and makes none: it refuses those renames with EXDEV. Under `user.`
+ * xattrs, which the directory's owner can set, the kernel follows none (redirect_dir=nofollow):
+ * such a directory is `unfollowed`, and cannot be looked up.
  */
-interface DirState { opaque: boolean, redirect?: string }
+interface DirState { opaque: boolean, redirect?: string, unfollowed?: boolean }
 
 /**
  * The writable directory of a container and its work directory, in the kernel's format:
@@ -79,8 +80,10 @@ export class Upper {
     const names = sys.llistxattr(real)
     const state: DirState = { opaque: names.includes(this.xattrs.opaque) && isOpaqueValue(sys.lgetxattr(real, this.xattrs.opaque)) }
     if (!state.opaque && names.includes(this.xattrs.redirect)) {
-      const redirect = sys.lgetxattr(real, this.xattrs.redirect)?.toString()
-      if (redirect !== undefined && isRedirect(redirect)) {
+      const redirect = this.xattrs === OverlayXattrs.trusted ? sys.lgetxattr(real, this.xattrs.redirect)?.toString() : undefined
+      if (this.xattrs !== OverlayXattrs.trusted) {
+        state.unfollowed = true
+      } else if (redirect !== undefined && isRedirect(redirect)) {
         state.redirect = redirect
         this.redirects++
       }
