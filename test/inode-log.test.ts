@@ -133,6 +133,11 @@ t.test('entries made in the inode numbers of removed copies (directories, files 
   t.same(made.map(name => lstatSync(join(mnt, name)).ino), made.map(name => lstatSync(join(d.upper, name)).ino),
     `new entries show their own inode numbers (${reused} of them a removed copy's), none a lower file's`)
   t.equal(unmountFuse(mnt), undefined, 'unmounted')
-  const kept = readFileSync(join(d.work, LOG), 'utf8').split('\n').filter(line => freed.has(Number(line.split(' ')[0])))
-  t.same(kept, [], 'the inode log, rewritten at unmount, keeps no mapping of a removed copy')
+  // Read as a mount replays it: the server may or may not have compacted it yet.
+  const mapped = new Map<number, string>()
+  for (const [upper, shown] of readFileSync(join(d.work, LOG), 'utf8').split('\n').filter(Boolean).map(line => line.split(' '))) {
+    if (shown === '-') mapped.delete(Number(upper))
+    else mapped.set(Number(upper), shown!)
+  }
+  t.same([...mapped.keys()].filter(ino => freed.has(ino)), [], 'the inode log keeps no mapping of a removed copy')
 })

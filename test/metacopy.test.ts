@@ -7,7 +7,7 @@ import { lgetxattr, renameat2, RENAME_EXCHANGE } from '../src/sys/index.js'
 import { startDaemon, type Daemon } from './lib/daemon.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
-import { stackDirs } from './lib/stack-dirs.js'
+import { freshWork, stackDirs } from './lib/stack-dirs.js'
 import { diffTrees, snapshot } from './lib/tree.js'
 import type { Tap } from './lib/tap.js'
 
@@ -113,13 +113,8 @@ t.test('an upper kernel overlayfs wrote with metacopy=on, whose renames and link
   writeFileSync(join(d.lower, 'd/e.txt'), 'e data\n')
   writeFileSync(join(d.lower, 'd/g.txt'), 'g data\n')
   const layers = { lowerDirs: [d.lower], upperDir: d.upper, options: ['metacopy=on'] }
-  const work = (name: string): string => {
-    const dir = join(d.work, name)
-    mkdirSync(dir)
-    return dir
-  }
 
-  const kmnt = mountKernelOverlay(t, { ...layers, workDir: work('k1') })
+  const kmnt = mountKernelOverlay(t, { ...layers, workDir: freshWork(d, 'k1') })
   renameSync(join(kmnt, 'd/c.txt'), join(kmnt, 'd/c2'))
   renameSync(join(kmnt, 'd/e.txt'), join(kmnt, 'x/e2'))
   linkSync(join(kmnt, 'd/g.txt'), join(kmnt, 'x/g-link'))
@@ -129,7 +124,7 @@ t.test('an upper kernel overlayfs wrote with metacopy=on, whose renames and link
   t.same([redirect('d/c2'), redirect('x/e2')], ['c.txt', '/d/e.txt'], 'the kernel left a relative and an absolute redirect')
   t.ok(lgetxattr(join(d.upper, 'x/e2'), METACOPY) !== undefined, 'on metadata-only copies')
 
-  const smnt = mountStratafs(t, { ...layers, workDir: work('s') })
+  const smnt = mountStratafs(t, { ...layers, workDir: freshWork(d, 's') })
   t.same(diffTrees(kernel, snapshot(smnt), { names: ['kernel', 'stratafs'] }), [], 'stratafs shows the tree the kernel showed')
   appendFileSync(join(smnt, 'x/e2'), 'appended\n')
   t.equal(readFileSync(join(smnt, 'x/e2'), 'utf8'), 'e data\nappended\n', 'a write gives the copy the redirected lower data first')
@@ -137,7 +132,7 @@ t.test('an upper kernel overlayfs wrote with metacopy=on, whose renames and link
   t.equal(unmountFuse(smnt), undefined, 'stratafs unmounts')
   t.equal(lgetxattr(join(d.upper, 'x/e2'), METACOPY), undefined, 'the completed copy is no longer metadata-only')
 
-  const again = mountKernelOverlay(t, { ...layers, workDir: work('k2') })
+  const again = mountKernelOverlay(t, { ...layers, workDir: freshWork(d, 'k2') })
   t.same(diffTrees(written, snapshot(again), { names: ['stratafs', 'kernel'] }), [], 'and the kernel reads what stratafs wrote')
 })
 

@@ -5,7 +5,7 @@ import t from 'tap'
 import { lgetxattr } from '../src/sys/index.js'
 import { mountKernelOverlay } from './lib/kernel-overlay.js'
 import { mountStratafs, unmountFuse } from './lib/overlay-mount.js'
-import { stackDirs } from './lib/stack-dirs.js'
+import { freshWork, stackDirs } from './lib/stack-dirs.js'
 import { diffTrees, snapshot } from './lib/tree.js'
 
 /**
@@ -27,13 +27,8 @@ t.test('an upper whose lower directories kernel overlayfs renamed (redirect_dir=
   lower('a/sub/f2', 'f2\n')
   lower('b/x', 'x\n')
   const layers = { lowerDirs: [d.lower], upperDir: d.upper, options: ['redirect_dir=on'] }
-  const work = (name: string): string => {
-    const dir = join(d.work, name)
-    mkdirSync(dir)
-    return dir
-  }
 
-  const kmnt = mountKernelOverlay(t, { ...layers, workDir: work('k1') })
+  const kmnt = mountKernelOverlay(t, { ...layers, workDir: freshWork(d, 'k1') })
   const k = (p: string): string => join(kmnt, p)
   renameSync(k('a'), k('z'))
   mkdirSync(k('n'))
@@ -46,7 +41,7 @@ t.test('an upper whose lower directories kernel overlayfs renamed (redirect_dir=
   const redirect = (p: string): string | undefined => lgetxattr(join(d.upper, p), 'trusted.overlay.redirect')?.toString()
   t.same([redirect('z'), redirect('n/b2'), redirect('z/sub2')], ['a', '/b', 'sub'], 'the kernel left relative and absolute redirects')
 
-  const smnt = mountStratafs(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: work('s') })
+  const smnt = mountStratafs(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: freshWork(d, 's') })
   const s = (p: string): string => join(smnt, p)
   t.same(diffTrees(kernel, snapshot(smnt), { names: ['kernel', 'stratafs'] }), [], 'stratafs shows the tree the kernel showed')
   t.equal(readFileSync(s('z/sub2/f2'), 'utf8'), 'f2\n', 'a file below two redirects reads its lower data')
@@ -59,7 +54,7 @@ t.test('an upper whose lower directories kernel overlayfs renamed (redirect_dir=
   const changed = snapshot(smnt)
   t.equal(unmountFuse(smnt), undefined, 'stratafs unmounts')
 
-  const again = mountKernelOverlay(t, { ...layers, workDir: work('k2') })
+  const again = mountKernelOverlay(t, { ...layers, workDir: freshWork(d, 'k2') })
   t.same(diffTrees(changed, snapshot(again), { names: ['stratafs', 'kernel'] }), [], 'and the kernel reads what stratafs changed')
 })
 
@@ -72,9 +67,7 @@ t.test('under userxattr a directory\'s redirect is not followed: it answers EPER
   spawnSync('setfattr', ['-n', 'user.overlay.redirect', '-v', '/b', join(d.upper, 'z')])
   t.equal(lgetxattr(join(d.upper, 'z'), 'user.overlay.redirect')?.toString(), '/b', 'an upper directory with a user redirect')
   const seen = (mount: typeof mountStratafs, name: string): string[] => {
-    const workDir = join(d.work, name)
-    mkdirSync(workDir)
-    const mnt = mount(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir, options: ['userxattr'] })
+    const mnt = mount(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: freshWork(d, name), options: ['userxattr'] })
     let z: string
     try {
       z = readdirSync(join(mnt, 'z')).join(',')

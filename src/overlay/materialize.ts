@@ -8,10 +8,10 @@ import { isRedirect, parentOf } from './upper.js'
 /**
  * The lower file holding the data of the metacopy upper file `upperFile`, whose lower path is
  * `path` (Upper.lowerPath): the topmost lower regular file at the path its redirect xattr names,
- * else at `path`. A
- * rename or a link gives a metadata-only copy a redirect (see CopyUp.redirectBeforeMove), an
- * absolute path or a name in the same directory, as kernel overlayfs does with metacopy=on.
- * Undefined when there is none: the upper and its layers do not belong together.
+ * else at `path`. A rename or a link gives a metadata-only copy a redirect (see
+ * CopyUp.redirectBeforeMove), an absolute path or a name in the same directory, as kernel
+ * overlayfs does with metacopy=on. Undefined when there is none: the upper and its layers do
+ * not belong together.
  */
 export function lowerDataOf (lower: LowerIndex, path: string, upperFile: string, xattrs: OverlayXattrs): { entry: IndexEntry, real: string } | undefined {
   const from = redirected(path, lgetxattr(upperFile, xattrs.redirect))

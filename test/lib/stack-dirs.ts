@@ -14,3 +14,10 @@ export function stackDirs (t: Teardownable, prefix: string): StackDirs {
   for (const dir of Object.values(d)) mkdirSync(dir)
   return d
 }
+
+/** A new work directory inside `d.work`, for one more mount of the same upper: no two share one. */
+export function freshWork (d: StackDirs, name: string): string {
+  const dir = join(d.work, name)
+  mkdirSync(dir)
+  return dir
+}
