@@ -1,4 +1,4 @@
-import { appendFileSync, mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import t from 'tap'
@@ -81,5 +81,40 @@ t.test('under userxattr a directory\'s redirect is not followed: it answers EPER
   }
   const kernel = seen(mountKernelOverlay, 'k')
   t.same(kernel, ['b,kept,z', 'EPERM', 'kept\n'], 'kernel: listed, refused')
+  t.same(seen(mountStratafs, 's'), kernel, 'stratafs: the same')
+})
+
+t.test('invalid redirects (a `..`, a relative path, an empty name) answer EINVAL, as on kernel overlayfs, and lead nowhere', async (t) => {
+  const d = stackDirs(t, 'redirect-invalid')
+  mkdirSync(join(d.lower, 'b'))
+  writeFileSync(join(d.lower, 'b/x'), 'x\n')
+  writeFileSync(join(d.lower, 'f'), 'lower f\n')
+  const invalid: Record<string, string> = { z1: '../b', z2: 'b/x', z3: '//b' }
+  for (const [dir, value] of Object.entries(invalid)) {
+    mkdirSync(join(d.upper, dir))
+    spawnSync('setfattr', ['-n', 'trusted.overlay.redirect', '-v', value, join(d.upper, dir)])
+  }
+  // A metadata-only copy of f, in the kernel's format, whose redirect climbs out.
+  writeFileSync(join(d.upper, 'f'), '')
+  truncateSync(join(d.upper, 'f'), 8)
+  spawnSync('setfattr', ['-n', 'trusted.overlay.metacopy', join(d.upper, 'f')])
+  spawnSync('setfattr', ['-n', 'trusted.overlay.redirect', '-v', '../../f', join(d.upper, 'f')])
+  t.equal(lgetxattr(join(d.upper, 'f'), 'trusted.overlay.redirect')?.toString(), '../../f', 'the hostile upper is in place')
+  const seen = (mount: typeof mountStratafs, name: string): string[] => {
+    const mnt = mount(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: freshWork(d, name), options: ['metacopy=on'] })
+    const code = (fn: () => unknown): string => {
+      try {
+        return String(fn())
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code ?? String(err)
+      }
+    }
+    const out = [readdirSync(mnt).sort().join(','), ...['z1', 'z2', 'z3'].map(dir => code(() => readdirSync(join(mnt, dir)).join(','))), code(() => readFileSync(join(mnt, 'f'), 'utf8'))]
+    if (mount === mountStratafs) unmountFuse(mnt)
+    else spawnSync('umount', [mnt])
+    return out
+  }
+  const kernel = seen(mountKernelOverlay, 'k')
+  t.same(kernel, ['b,f,z1,z2,z3', 'EINVAL', 'EINVAL', 'EINVAL', 'EINVAL'], 'kernel: listed, refused')
   t.same(seen(mountStratafs, 's'), kernel, 'stratafs: the same')
 })

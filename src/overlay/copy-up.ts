@@ -10,7 +10,7 @@ import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from './mode.js'
 import { InodeMap } from './inode-map.js'
 import { lowerDataPath } from './materialize.js'
 import { SpareFiles, type Owner } from './spare-files.js'
-import { type Upper, parentOf } from './upper.js'
+import { type Upper, isRedirect, parentOf } from './upper.js'
 
 /**
  * How much of a file a change needs in the upper: everything, nothing of its data (it is about
@@ -118,13 +118,15 @@ export class CopyUp {
   }
 
   /**
-   * A mount without metacopy does not follow a metadata-only copy, as the kernel's does not:
-   * EPERM, where the copy's own bytes (none) would show.
+   * As the kernel, a mount without metacopy does not follow a metadata-only copy (EPERM, where
+   * the copy's own bytes, none, would show), and one with it does not follow an invalid redirect
+   * (EINVAL).
    */
   checkFollowed (path: string, st: Stat): void {
-    if (!this.metacopy && this.marked(path, st)) {
-      throw new StrataError('EPERM', `${path}: a metadata-only copy, which a mount without metacopy=on does not follow`)
-    }
+    if (!this.marked(path, st)) return
+    if (!this.metacopy) throw new StrataError('EPERM', `${path}: a metadata-only copy, which a mount without metacopy=on does not follow`)
+    const redirect = sys.lgetxattr(this.upper.real(path), this.upper.xattrs.redirect)?.toString()
+    if (redirect !== undefined && !isRedirect(redirect)) throw new StrataError('EINVAL', `${path}: invalid redirect ${JSON.stringify(redirect)}`)
   }
 
   /** Whether the upper file at `path` carries the metacopy marker (see `whole`). */

@@ -700,13 +700,14 @@ export class Overlay {
     return this.upper.redirectsFromRoot(dir) || this.lowerVisible(parentOf(dir))
   }
 
-  /** A name the kernel would not look up: a metadata-only copy or a redirect it does not follow (EPERM). */
+  /** A name the kernel would refuse to look up: a metadata-only copy or a redirect it does not follow. */
   private checkFollowed (path: string, st: Stat): void {
-    if (isDirMode(st.mode)) {
-      if (this.upper?.dirAt(path)?.unfollowed === true) throw new StrataError('EPERM', `${path}: a redirect under user xattrs, which the kernel does not follow either`)
-    } else {
+    if (!isDirMode(st.mode)) {
       this.copyUp?.checkFollowed(path, st)
+      return
     }
+    const refused = this.upper?.dirAt(path)?.refused
+    if (refused !== undefined) throw refused
   }
 
   /** Where the lower layers keep `path` (see Upper.lowerPath). */

@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import { StrataError } from '../errors.js'
 import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
 import { OverlayXattrs, isOpaqueValue } from '../layers/overlay-xattrs.js'
@@ -9,11 +10,11 @@ import { isDirMode } from './mode.js'
  * What the upper says of one of its directories: whether it is opaque, and where its lower
  * directory is when kernel overlayfs moved it with redirect_dir (its redirect xattr: an absolute
  * path, or a name in its parent's lower directory). stratafs follows such redirects, as the
- * kernel does by default, and makes none: it refuses those renames with EXDEV. Under `user.`
- * xattrs, which the directory's owner can set, the kernel follows none (redirect_dir=nofollow):
- * such a directory is `unfollowed`, and cannot be looked up.
+ * kernel does by default, and makes none: it refuses those renames with EXDEV. A directory
+ * whose redirect the kernel would not follow is `refused` at every lookup, as there: under
+ * `user.` xattrs, which its owner can set (redirect_dir=nofollow: EPERM), or an invalid one (EINVAL).
  */
-interface DirState { opaque: boolean, redirect?: string, unfollowed?: boolean }
+interface DirState { opaque: boolean, redirect?: string, refused?: StrataError }
 
 /**
  * The writable directory of a container and its work directory, in the kernel's format:
@@ -80,10 +81,14 @@ export class Upper {
     const names = sys.llistxattr(real)
     const state: DirState = { opaque: names.includes(this.xattrs.opaque) && isOpaqueValue(sys.lgetxattr(real, this.xattrs.opaque)) }
     if (!state.opaque && names.includes(this.xattrs.redirect)) {
-      const redirect = this.xattrs === OverlayXattrs.trusted ? sys.lgetxattr(real, this.xattrs.redirect)?.toString() : undefined
       if (this.xattrs !== OverlayXattrs.trusted) {
-        state.unfollowed = true
-      } else if (redirect !== undefined && isRedirect(redirect)) {
+        state.refused = new StrataError('EPERM', `${path}: a redirect under user xattrs, which the kernel does not follow either`)
+        return state
+      }
+      const redirect = sys.lgetxattr(real, this.xattrs.redirect)?.toString()
+      if (redirect !== undefined && !isRedirect(redirect)) {
+        state.refused = new StrataError('EINVAL', `${path}: invalid redirect ${JSON.stringify(redirect)}`)
+      } else if (redirect !== undefined) {
         state.redirect = redirect
         this.redirects++
       }
