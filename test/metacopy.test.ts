@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
-import { appendFileSync, chmodSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, chmodSync, closeSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { lgetxattr, renameat2, RENAME_EXCHANGE } from '../src/sys/index.js'
 import { startDaemon, type Daemon } from './lib/daemon.js'
@@ -232,4 +232,27 @@ t.test('metadata-only copies in an upper mounted without metacopy=on are listed 
   const kernel = seen(mountKernelOverlay)
   t.same(kernel, ['meta,whole', 'EPERM', 'EPERM', 'lower data\nmore\n'], 'kernel: the copy listed, and refused')
   t.same(seen(mountStratafs), kernel, 'stratafs: the same')
+})
+
+t.test('a metadata-only copy unlinked while open reads its lower data, also reopened through /proc, and takes a write there', async (t) => {
+  const run = (mount: typeof mountStratafs): string[] => {
+    const d = stackDirs(t, 'hidden-meta')
+    writeFileSync(join(d.lower, 'f'), 'lower data\n')
+    const mnt = mount(t, { lowerDirs: [d.lower], upperDir: d.upper, workDir: d.work, options: ['metacopy=on'] })
+    chmodSync(join(mnt, 'f'), 0o600)
+    const fd = openSync(join(mnt, 'f'), 'r')
+    try {
+      unlinkSync(join(mnt, 'f'))
+      const reopened = `/proc/self/fd/${fd}`
+      const out = [readFileSync(reopened, 'utf8')]
+      appendFileSync(reopened, 'appended\n')
+      out.push(readFileSync(reopened, 'utf8'), String(fstatSync(fd).size))
+      return out
+    } finally {
+      closeSync(fd)
+    }
+  }
+  const kernel = run(mountKernelOverlay)
+  t.same(kernel, ['lower data\n', 'lower data\nappended\n', '20'], 'kernel: the lower data, then the write after it')
+  t.same(run(mountStratafs), kernel, 'stratafs: the same')
 })

@@ -98,7 +98,10 @@ export class CopyUp {
       st = this.upper.stat(path)
     }
     if (st !== undefined && !this.upper.isWhiteout(st)) {
-      if (need !== 'meta' && this.isMetacopy(path, st)) await this.track(path, () => this.completeData(path, st, need === 'data'))
+      if (need !== 'meta' && this.isMetacopy(path, st)) {
+        const real = this.upper.real(path)
+        await this.track(path, async () => await this.fill(real, need === 'data' ? lowerDataPath(this.lower, this.upper.lowerPath(path), real, this.upper.xattrs) : undefined, st))
+      }
       return undefined
     }
     const entry = this.lower.lookup(this.upper.lowerPath(path))
@@ -159,18 +162,18 @@ export class CopyUp {
   }
 
   /**
-   * Gives a metadata-only copy its data, in place: the xattr goes last, so until the copy is
+   * Gives the metadata-only copy at `real` its data, in place, from the lower file `from` (none
+   * when it is about to be truncated to zero): the xattr goes last, so until the copy is
    * whole, readers (and a crash) still see the lower data. Its times stay those it showed. A
    * copy that fails (a full disk) gives back the blocks it had filled, as a hole that keeps the
    * size the file shows: its data is still the lower's, and they would keep the disk full. Kernel
    * overlayfs keeps them. A filesystem that cannot punch holes keeps them too.
    */
-  private async completeData (path: string, st: Stat, data: boolean): Promise<void> {
-    const real = this.upper.real(path)
-    if (data) {
+  async fill (real: string, from: string | undefined, st: Stat): Promise<void> {
+    if (from !== undefined) {
       const to = fs.openSync(real, fs.constants.O_WRONLY)
       try {
-        await this.copyInto(lowerDataPath(this.lower, this.upper.lowerPath(path), real, this.upper.xattrs), to, st.size, false)
+        await this.copyInto(from, to, st.size, false)
       } catch (err) {
         try {
           sys.fallocate(to, sys.FALLOC_FL_PUNCH_HOLE | sys.FALLOC_FL_KEEP_SIZE, 0, st.size)

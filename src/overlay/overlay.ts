@@ -49,6 +49,8 @@ interface Hidden {
   ino: number
   /** False for a lower file: it stays where it is and is read-only. */
   owned: boolean
+  /** A metadata-only copy's lower data, found while it had its name; gone once it has its data. */
+  data?: string
 }
 
 /**
@@ -252,7 +254,8 @@ export class Overlay {
   async open (path: string, flags: number): Promise<number> {
     const r = this.resolve(path)
     if (!changesData(flags)) {
-      const own = r.upper !== undefined && r.hidden === undefined && !this.isMetacopy(path, r.upper)
+      // Whether the name's own file holds its data: not a lower file's or a metadata-only copy's.
+      const own = r.hidden !== undefined ? r.hidden.owned && r.hidden.data === undefined : r.upper !== undefined && !this.isMetacopy(path, r.upper)
       const fd = own
         ? fs.openSync(this.realOf(path, r), O_RDONLY | O_NOFOLLOW)
         : fs.openSync(this.dataOf(path, r), O_RDONLY | O_NOFOLLOW | O_NOATIME)
@@ -261,8 +264,9 @@ export class Overlay {
       // two hops. Upper files are read by the kernel itself (passthrough), and reading ahead would
       // make their preallocated blocks count as data for SEEK_DATA.
       if (!own && r.attr.size > 0) sys.prefetch(fd, Math.min(r.attr.size, PREFETCH_BYTES))
-      const final = own || r.hidden !== undefined || this.readOnly
-      return this.addHandle(fd, r.attr.ino, final, !own && r.upper !== undefined && r.hidden === undefined)
+      const dataOnly = r.hidden !== undefined ? r.hidden.data !== undefined : !own && r.upper !== undefined
+      const final = own || (r.hidden !== undefined && !dataOnly) || this.readOnly
+      return this.addHandle(fd, r.attr.ino, final, dataOnly)
     }
     // O_SYNC and O_DSYNC cannot be set on an open descriptor: such an open takes a new one.
     const sync = flags & this.syncFlags()
@@ -613,7 +617,9 @@ export class Overlay {
     if (isDirMode(r.attr.mode)) throw new StrataError('EISDIR', `${path}: is a directory`)
     const needsWhiteout = this.lowerOf(path) !== undefined
     if (r.upper !== undefined) {
-      this.hidden.set(key, { real: upper.takeAway(path, needsWhiteout), ino: r.attr.ino, owned: true })
+      // A metadata-only copy's data stays where its name found it.
+      const data = this.isMetacopy(path, r.upper) ? this.dataOf(path, r) : undefined
+      this.hidden.set(key, { real: upper.takeAway(path, needsWhiteout), ino: r.attr.ino, owned: true, data })
       this.noteHiddenLink(r.upper.ino, 1)
       return
     }
@@ -732,6 +738,7 @@ export class Overlay {
 
   /** The file holding a name's data: the lower file for lower names and metadata-only copies. */
   private dataOf (path: string, r: Resolved): string {
+    if (r.hidden?.data !== undefined) return r.hidden.data
     if (r.upper !== undefined && r.hidden === undefined && this.upper !== undefined) return lowerDataPath(this.lower, this.upper.lowerPath(path), this.upper.real(path), this.upper.xattrs)
     return this.realOf(path, r)
   }
@@ -758,6 +765,11 @@ export class Overlay {
     const { hidden } = r
     if (hidden !== undefined) {
       if (!hidden.owned) throw new StrataError('EROFS', `${path}: an unlinked lower file cannot change`)
+      if (hidden.data !== undefined && need !== 'meta') {
+        await copyUp.fill(hidden.real, need === 'data' ? hidden.data : undefined, sys.lstat(hidden.real))
+        hidden.data = undefined
+        this.moveOnLower(hidden.ino, hidden.real)
+      }
       return { real: hidden.real }
     }
     const fd = await copyUp.file(path, need, { upper: r.upper }, keep)
