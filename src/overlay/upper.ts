@@ -108,7 +108,7 @@ export class Upper {
 
   /** Whether directory `path` finds its lower directory by an absolute redirect, whatever hides the lower above it. */
   redirectsFromRoot (path: string): boolean {
-    return this.dirState.get(path)?.redirect?.startsWith('/') === true
+    return this.redirects > 0 && this.dirState.get(path)?.redirect?.startsWith('/') === true
   }
 
   /**
