@@ -13,7 +13,7 @@ export class OverlayXattrs {
 
   readonly opaque: string
   readonly metacopy: string
-  /** Where a kernel metacopy file's data is, when a rename or a link moved it (see lowerDataPath). */
+  /** Where the lower part of something a rename or a link moved is (see Upper.lowerPath, lowerDataOf). */
   readonly redirect: string
   /**
    * A user's own xattr under the overlay's prefix, stored escaped as kernel overlayfs stores it

@@ -5,12 +5,12 @@ import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
 import type { Timespec } from '../layers/entry.js'
 import { lowerIno } from './attr.js'
-import type { IndexEntry, LowerIndex } from './lower-index.js'
+import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from './mode.js'
 import { InodeMap } from './inode-map.js'
-import { lowerDataPath } from './materialize.js'
+import { lowerDataOf, lowerDataPath } from './materialize.js'
 import { SpareFiles, type Owner } from './spare-files.js'
-import { type Upper, isRedirect, parentOf } from './upper.js'
+import { type Upper, baseName, isRedirect, parentOf } from './upper.js'
 
 /**
  * How much of a file a change needs in the upper: everything, nothing of its data (it is about
@@ -100,7 +100,7 @@ export class CopyUp {
     if (st !== undefined && !this.upper.isWhiteout(st)) {
       if (need !== 'meta' && this.isMetacopy(path, st)) {
         const real = this.upper.real(path)
-        await this.track(path, async () => await this.fill(real, need === 'data' ? lowerDataPath(this.lower, this.upper.lowerPath(path), real, this.upper.xattrs) : undefined, st))
+        await this.track(path, async () => await this.fill(real, need === 'data' ? this.lowerDataPath(path) : undefined, st))
       }
       return undefined
     }
@@ -156,9 +156,18 @@ export class CopyUp {
     const real = this.upper.real(path)
     const current = sys.lgetxattr(real, this.upper.xattrs.redirect)?.toString()
     if (current !== undefined && (samedir || current.startsWith('/'))) return
-    const name = current ?? path.slice(path.lastIndexOf('/') + 1)
-    const parent = parentOf(path)
-    sys.lsetxattr(real, this.upper.xattrs.redirect, Buffer.from(samedir ? name : `${parent === '/' ? '' : parent}/${name}`))
+    const name = current ?? baseName(path)
+    sys.lsetxattr(real, this.upper.xattrs.redirect, Buffer.from(samedir ? name : join(parentOf(path), name)))
+  }
+
+  /** The lower file holding the data of the metadata-only copy at `path`, if there is one (see lowerDataOf). */
+  lowerData (path: string): { entry: IndexEntry, real: string } | undefined {
+    return lowerDataOf(this.lower, this.upper.lowerPath(path), this.upper.real(path), this.upper.xattrs)
+  }
+
+  /** lowerData's file, which must exist. */
+  lowerDataPath (path: string): string {
+    return lowerDataPath(this.lower, this.upper.lowerPath(path), this.upper.real(path), this.upper.xattrs)
   }
 
   /**

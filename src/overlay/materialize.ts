@@ -1,7 +1,7 @@
 import { StrataError } from '../errors.js'
 import type { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { lgetxattr } from '../sys/index.js'
-import type { IndexEntry, LowerIndex } from './lower-index.js'
+import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
 import { S_IFMT, S_IFREG } from './mode.js'
 import { isRedirect, parentOf } from './upper.js'
 
@@ -33,6 +33,5 @@ function redirected (path: string, value: Buffer | undefined): string | undefine
   const redirect = value.toString()
   if (!isRedirect(redirect)) return undefined
   if (redirect.startsWith('/')) return redirect
-  const parent = parentOf(path)
-  return parent === '/' ? `/${redirect}` : `${parent}/${redirect}`
+  return join(parentOf(path), redirect)
 }

@@ -8,9 +8,8 @@ import { OverlayXattrs } from '../layers/overlay-xattrs.js'
 import { type Attr, type Caller, lowerIno, toAttr } from './attr.js'
 import { CopyUp, type CopyNeed } from './copy-up.js'
 import { type IndexEntry, type LowerIndex, join } from './lower-index.js'
-import { lowerDataOf, lowerDataPath } from './materialize.js'
 import { S_ISGID, isDirMode, isLinkMode } from './mode.js'
-import { Upper, parentOf } from './upper.js'
+import { Upper, baseName, parentOf } from './upper.js'
 
 export interface OverlayOptions {
   lower: LowerIndex
@@ -673,7 +672,7 @@ export class Overlay {
     }
     const attr = toAttr(st, this.copyUp?.inoOf.get(st.ino) ?? st.ino, this.links(st))
     // A metadata-only copy occupies the lower file's blocks, as the kernel reports it.
-    if (this.isMetacopy(path, st)) attr.blocks = lowerDataOf(this.lower, upper.lowerPath(path), upper.real(path), upper.xattrs)?.entry.attr.blocks ?? attr.blocks
+    if (this.isMetacopy(path, st)) attr.blocks = this.copyUp?.lowerData(path)?.entry.attr.blocks ?? attr.blocks
     return { attr, upper: st }
   }
 
@@ -696,7 +695,7 @@ export class Overlay {
    */
   private lowerUnder (path: string): IndexEntry | undefined {
     if (!this.lowerVisible(parentOf(path))) return undefined
-    return this.lower.lookup(join(this.lowerPathOf(parentOf(path)), path.slice(path.lastIndexOf('/') + 1)))
+    return this.lower.lookup(join(this.lowerPathOf(parentOf(path)), baseName(path)))
   }
 
   /** Whether the lower names inside directory `dir` show through. */
@@ -739,7 +738,7 @@ export class Overlay {
   /** The file holding a name's data: the lower file for lower names and metadata-only copies. */
   private dataOf (path: string, r: Resolved): string {
     if (r.hidden?.data !== undefined) return r.hidden.data
-    if (r.upper !== undefined && r.hidden === undefined && this.upper !== undefined) return lowerDataPath(this.lower, this.upper.lowerPath(path), this.upper.real(path), this.upper.xattrs)
+    if (r.upper !== undefined && r.hidden === undefined && this.copyUp !== undefined) return this.copyUp.lowerDataPath(path)
     return this.realOf(path, r)
   }
 

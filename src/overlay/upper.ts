@@ -4,6 +4,7 @@ import * as sys from '../sys/index.js'
 import type { Stat } from '../sys/index.js'
 import { OverlayXattrs, isOpaqueValue } from '../layers/overlay-xattrs.js'
 import { isKernelWhiteout, makeWhiteout } from '../layers/whiteout.js'
+import { join } from './lower-index.js'
 import { isDirMode } from './mode.js'
 
 /**
@@ -120,8 +121,7 @@ export class Upper {
     const redirect = this.dirState.get(path)?.redirect
     if (redirect?.startsWith('/') === true) return redirect
     const parent = this.lowerPath(parentOf(path))
-    const name = redirect ?? path.slice(path.lastIndexOf('/') + 1)
-    return parent === '/' ? `/${name}` : `${parent}/${name}`
+    return join(parent, redirect ?? baseName(path))
   }
 
   isWhiteout (st: Stat | undefined): boolean {
@@ -176,6 +176,11 @@ export class Upper {
 export function isRedirect (value: string): boolean {
   const names = value.startsWith('/') ? value.slice(1).split('/') : [value]
   return !names.some(name => name === '' || name === '.' || name === '..' || name.includes('/'))
+}
+
+/** The last name of `path`. */
+export function baseName (path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1)
 }
 
 export function parentOf (path: string): string {
